@@ -1,0 +1,55 @@
+"""Events: the append-only facts the job log is made of."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.states import EventType, JobState
+
+_NO_DATA: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One state change of one job, as SPEC.md's Events section shapes it.
+
+    `version` is the job's own event count once this event is applied (1 for
+    `enqueued`): stores reject a second event with the same (job_id, version),
+    which is how two writers are stopped from both recording the same move.
+    `seq` is the position in the whole log, assigned by the store at commit.
+    """
+
+    type: EventType
+    job_id: str
+    at_ms: int
+    from_state: JobState | None
+    to_state: JobState
+    attempt: int | None
+    version: int
+    data: Mapping[str, Any] = field(default_factory=lambda: _NO_DATA)
+    seq: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "type": self.type.value,
+            "job_id": self.job_id,
+            "at": format_ts(self.at_ms),
+            "from": self.from_state.value if self.from_state is not None else None,
+            "to": self.to_state.value,
+            "attempt": self.attempt,
+            "data": dict(self.data),
+        }
+
+
+def format_ts(ms: int) -> str:
+    """UTC, RFC 3339, millisecond precision, `Z` suffix (SPEC.md, Events)."""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def format_optional_ts(ms: int | None) -> str | None:
+    return None if ms is None else format_ts(ms)

@@ -1,0 +1,100 @@
+"""Commands: each decides one move of a job and returns the event that records it.
+
+A command asks the state machine first and raises `InvalidTransition` before
+anything exists to be written, so a refused move leaves no trace in the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from domain.backoff import Backoff, RandomSource
+from domain.errors import InvalidTransition
+from domain.events import Event, format_ts
+from domain.projection import JobView
+from domain.states import INITIAL_STATE, EventType, MachineError, next_state
+
+MAX_ERROR_CHARS = 1000  # a guess: enough for a message and a short traceback line
+
+
+def enqueue(job_id: str, payload: str, max_retries: int, *, at_ms: int) -> Event:
+    return Event(
+        type=EventType.ENQUEUED,
+        job_id=job_id,
+        at_ms=at_ms,
+        from_state=None,
+        to_state=INITIAL_STATE,
+        attempt=None,
+        version=1,
+        data={"payload": payload, "max_retries": max_retries},
+    )
+
+
+def start(job: JobView, *, at_ms: int) -> Event:
+    return _move(job, EventType.STARTED, at_ms, attempt=job.attempts + 1)
+
+
+def succeed(job: JobView, *, at_ms: int, duration_ms: int) -> Event:
+    return _move(job, EventType.SUCCEEDED, at_ms, data={"duration_ms": duration_ms})
+
+
+def fail(
+    job: JobView,
+    *,
+    error: str,
+    at_ms: int,
+    duration_ms: int,
+    policy: Backoff,
+    rng: RandomSource,
+) -> Event:
+    """`retry_scheduled` while the budget has attempts left, `failed` when it has none."""
+    error = error[:MAX_ERROR_CHARS]
+    if job.attempts_left > 0:
+        delay_ms = policy.delay_ms(job.budget_used, rng)
+        data = {
+            "error": error,
+            "duration_ms": duration_ms,
+            "delay_ms": delay_ms,
+            "next_attempt_at": format_ts(at_ms + delay_ms),
+        }
+        return _move(job, EventType.RETRY_SCHEDULED, at_ms, data=data)
+    return _move(job, EventType.FAILED, at_ms, data={"error": error, "duration_ms": duration_ms})
+
+
+def requeue(job: JobView, *, at_ms: int) -> Event:
+    return _move(job, EventType.REQUEUED, at_ms, attempt=None)
+
+
+def interrupt(job: JobView, *, at_ms: int, reason: str, duration_ms: int | None = None) -> Event:
+    data: dict[str, Any] = {"reason": reason}
+    if duration_ms is not None:
+        data["duration_ms"] = duration_ms
+    return _move(job, EventType.INTERRUPTED, at_ms, data=data)
+
+
+_CURRENT_ATTEMPT = -1
+
+
+def _move(
+    job: JobView,
+    trigger: EventType,
+    at_ms: int,
+    *,
+    attempt: int | None = _CURRENT_ATTEMPT,
+    data: Mapping[str, Any] | None = None,
+) -> Event:
+    try:
+        to_state = next_state(job.state, trigger)
+    except MachineError:
+        raise InvalidTransition(job.id, job.state.value, trigger.value) from None
+    return Event(
+        type=trigger,
+        job_id=job.id,
+        at_ms=at_ms,
+        from_state=job.state,
+        to_state=to_state,
+        attempt=job.attempts if attempt == _CURRENT_ATTEMPT else attempt,
+        version=job.version + 1,
+        data=data if data is not None else {},
+    )

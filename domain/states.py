@@ -1,0 +1,90 @@
+"""The job lifecycle: the one definition of which moves are legal.
+
+Triggers are named after the event each move records, so the machine, the event
+log and the docs share one vocabulary. Every other module asks this machine.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from transitions import Machine, MachineError
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"  #: waiting for a worker (ready now, or after a retry delay)
+    RUNNING = "running"  #: a worker is running an attempt
+    DONE = "done"  #: an attempt succeeded
+    FAILED = "failed"  #: the last attempt of its budget failed
+
+
+class EventType(StrEnum):
+    ENQUEUED = "enqueued"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+    REQUEUED = "requeued"
+    INTERRUPTED = "interrupted"
+
+
+INITIAL_STATE = JobState.QUEUED
+FINISHED_STATES = frozenset({JobState.DONE, JobState.FAILED})
+
+# (trigger, source, dest), exactly SPEC.md's table. `enqueued` creates a job and
+# so has no source state: it is the machine's initial state, not a transition.
+TRANSITIONS: tuple[tuple[EventType, JobState, JobState], ...] = (
+    (EventType.STARTED, JobState.QUEUED, JobState.RUNNING),
+    (EventType.SUCCEEDED, JobState.RUNNING, JobState.DONE),
+    (EventType.RETRY_SCHEDULED, JobState.RUNNING, JobState.QUEUED),
+    (EventType.FAILED, JobState.RUNNING, JobState.FAILED),
+    (EventType.REQUEUED, JobState.FAILED, JobState.QUEUED),
+    (EventType.INTERRUPTED, JobState.RUNNING, JobState.QUEUED),
+)
+
+MACHINE_CONFIG: dict[str, Any] = {
+    "states": [s.value for s in JobState],
+    "transitions": [
+        {"trigger": t.value, "source": s.value, "dest": d.value} for t, s, d in TRANSITIONS
+    ],
+    "initial": INITIAL_STATE.value,
+    "auto_transitions": False,
+}
+
+# One shared machine drives plain objects (no add_model): ~7 µs a transition and
+# no per-job machine; see shared/notes/sanic-transitions.md §9.
+_MACHINE = Machine(model=None, **MACHINE_CONFIG)
+
+
+class _Probe:
+    """The minimal model the shared machine moves: just a `state` attribute."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+
+def next_state(state: str, trigger: EventType) -> JobState:
+    """Ask the machine where `trigger` leads from `state`; raise MachineError if nowhere."""
+    probe = _Probe(str(state))  # a plain str: transitions reads an Enum by its name
+    _MACHINE.events[trigger.value].trigger(probe)
+    return JobState(probe.state)
+
+
+def allowed_triggers(state: str) -> list[EventType]:
+    return [EventType(t) for t in _MACHINE.get_triggers(str(state))]
+
+
+__all__ = [
+    "FINISHED_STATES",
+    "INITIAL_STATE",
+    "MACHINE_CONFIG",
+    "TRANSITIONS",
+    "EventType",
+    "JobState",
+    "MachineError",
+    "allowed_triggers",
+    "next_state",
+]

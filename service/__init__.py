@@ -1,0 +1,1 @@
+"""kasp's adapters: Sanic HTTP, the asyncio worker pool, configuration and storage."""

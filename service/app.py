@@ -1,0 +1,165 @@
+"""The Sanic application: configuration, routes, and the pool's life inside the server's.
+
+Start:  before_server_start builds the store, engine and pool (unnamed tasks, so
+        Sanic's signal handling does not cancel them), after_server_start marks ready.
+Stop:   before_server_stop runs while the listener still answers: /enqueue and
+        /readyz say 503 at once, running attempts finish (or are interrupted after
+        SHUTDOWN_TIMEOUT), then Sanic closes the server. See docs/ and
+        shared/notes/sanic-transitions.md §1-2 for the order this relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from sanic import Sanic
+from sanic.http.constants import HTTP
+from sanic.log import LOGGING_CONFIG_DEFAULTS
+
+from domain.backoff import Backoff
+from service import config as config_module
+from service.clock import now_ms
+from service.config import Config, ConfigError
+from service.engine import Engine
+from service.http import enqueue, events, health, jobs, stats
+from service.http.errors import KaspErrorHandler
+from service.pool import WorkerPool
+from service.processors import load_processor
+from service.store import open_store
+
+log = logging.getLogger("kasp")
+
+APP_NAME = "kasp"
+HEAD_BUDGET_BYTES = 64 * 1024  # request line + headers allowed on top of MAX_BODY_BYTES
+
+
+class KaspSanic(Sanic):
+    """Sanic whose default listen address is HOST/PORT from kasp's configuration,
+    so the plain Sanic CLI serves where `make start` does (-H/-p still win)."""
+
+    def get_address(  # type: ignore[override]
+        self, host: str | None, port: int | None, version: Any = HTTP.VERSION_1, auto_tls: bool = False
+    ) -> tuple[str, int]:
+        return Sanic.get_address(host or self.config.HOST, port or self.config.PORT, version, auto_tls)
+
+
+def create_app(*, environ: Mapping[str, str] | None = None, config: Config | None = None) -> Sanic:
+    """Build the service. Keyword-only: the Sanic CLI passes its argparse Namespace positionally."""
+    if config is None:
+        try:
+            config = config_module.load(os.environ if environ is None else environ)
+            load_processor(config)  # fail at start, naming PROCESSOR, not at the first attempt
+        except ConfigError as exc:
+            raise SystemExit(f"kasp: configuration error: {exc}") from None
+    _configure_logging(config)
+
+    app = KaspSanic(APP_NAME, error_handler=KaspErrorHandler(), log_config=_log_config(config))
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.REQUEST_MAX_SIZE = config.max_body_bytes + HEAD_BUDGET_BYTES
+    app.config.ACCESS_LOG = config.access_log
+    app.config.HOST, app.config.PORT = config.host, config.port
+    app.ctx.config = config
+    app.ctx.ready = False
+    for module in (enqueue, jobs, events, health, stats):
+        app.blueprint(module.bp)
+
+    app.main_process_start(_refuse_several_processes)
+    app.before_server_start(_start)
+    app.after_server_start(_mark_ready)
+    app.before_server_stop(_drain)
+    app.after_server_stop(_close)
+    return app
+
+
+def _refuse_several_processes(app: Sanic) -> None:
+    if app.state.workers != 1 and app.ctx.config.store.startswith("memory"):
+        raise SystemExit(
+            f"kasp: STORE=memory keeps every job in one process, but {app.state.workers} Sanic "
+            "worker processes were asked for; run with --single-process (or one worker), "
+            "or use a shared store"
+        )
+
+
+async def _start(app: Sanic) -> None:
+    config: Config = app.ctx.config
+    store = open_store(config.store, retain_finished=config.retain_finished)
+    await store.open()
+    app.ctx.store = store
+    app.ctx.engine = Engine(store, capacity=config.queue_size, clock=now_ms)
+    app.ctx.pool = WorkerPool(
+        store,
+        load_processor(config),
+        size=config.workers,
+        backoff=Backoff(config.backoff_base_ms, config.backoff_max_ms),
+    )
+    app.ctx.pool.start()
+    app.ctx.drain_task = None
+    log.info(
+        "kasp started: %d workers, queue %d, store %s",
+        config.workers,
+        config.queue_size,
+        config.store,
+        extra={"action": "service_start"},
+    )
+
+
+def _mark_ready(app: Sanic) -> None:
+    # Sync on purpose: Sanic's signal handlers are installed by now (notes §1).
+    app.ctx.ready = True
+
+
+async def _drain(app: Sanic) -> None:
+    # A second signal re-runs this listener concurrently: share one drain.
+    if app.ctx.drain_task is None:
+        app.ctx.drain_task = asyncio.ensure_future(_drain_once(app))
+    await asyncio.shield(app.ctx.drain_task)
+
+
+async def _drain_once(app: Sanic) -> None:
+    config: Config = app.ctx.config
+    app.ctx.engine.accepting = False
+    force = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:  # Sanic removed its handlers; a second signal means "stop waiting"
+            loop.add_signal_handler(sig, force.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests run the server in a thread)
+    log.info(
+        "shutting down: no new jobs; waiting up to %.1f s for %d running attempts",
+        config.shutdown_timeout,
+        app.ctx.pool.busy,
+        extra={"action": "shutdown_begin"},
+    )
+    await app.ctx.pool.stop(timeout_s=config.shutdown_timeout, force=force)
+    unfinished = await app.ctx.store.unfinished_job_ids()
+    if unfinished and config.store.startswith("memory"):
+        log.warning(
+            "exiting with %d unfinished jobs, lost with the memory store: %s",
+            len(unfinished),
+            " ".join(unfinished),
+            extra={"action": "shutdown_unfinished"},
+        )
+    log.info("worker pool stopped", extra={"action": "shutdown_drained"})
+
+
+async def _close(app: Sanic) -> None:
+    await app.ctx.store.close()
+
+
+def _configure_logging(config: Config) -> None:
+    logging.getLogger("kasp").setLevel(config.log_level)
+
+
+def _log_config(config: Config) -> dict[str, object]:
+    """Sanic's logging setup plus a handler for kasp's own loggers."""
+    log_config: dict[str, object] = {k: (v.copy() if isinstance(v, dict) else v) for k, v in LOGGING_CONFIG_DEFAULTS.items()}
+    loggers = dict(log_config["loggers"])  # type: ignore[call-overload]
+    loggers["kasp"] = {"level": config.log_level, "handlers": ["console"], "propagate": False}
+    log_config["loggers"] = loggers
+    return log_config

@@ -1,0 +1,184 @@
+"""Configuration from the environment: one table drives parsing, errors and the docs.
+
+A bad value stops the service at start with a message naming the variable; it
+is never silently replaced by the default (SPEC.md, Configuration).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting's value is malformed or out of range; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str, Setting], Any]
+    doc: str
+    lo: float | None = None
+    hi: float | None = None
+
+    @property
+    def field(self) -> str:
+        return self.name.lower()
+
+    def describe_range(self) -> str:
+        if self.lo is None:
+            return ""
+        return f"{_num(self.lo)}..{_num(self.hi)}"
+
+
+def _num(x: float | None) -> str:
+    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+
+
+def _in_range(value: float, raw: str, s: Setting, kind: str) -> None:
+    if (s.lo is not None and value < s.lo) or (s.hi is not None and value > s.hi):
+        raise ConfigError(f"{s.name}={raw!r}: out of range (expected {kind} {s.describe_range()})")
+
+
+def parse_int(raw: str, s: Setting) -> int:
+    text = raw.strip()
+    if not _INT.fullmatch(text):
+        raise ConfigError(f"{s.name}={raw!r}: not an integer (expected {s.describe_range()})")
+    value = int(text)
+    _in_range(value, raw, s, "an integer")
+    return value
+
+
+def parse_seconds(raw: str, s: Setting) -> float:
+    text = raw.strip()
+    if not _FLOAT.fullmatch(text):
+        raise ConfigError(f"{s.name}={raw!r}: not a number of seconds (expected {s.describe_range()})")
+    value = float(text)
+    _in_range(value, raw, s, "seconds")
+    return value
+
+
+def parse_text(raw: str, s: Setting) -> str:
+    text = raw.strip()
+    if not text:
+        raise ConfigError(f"{s.name} is set but empty")
+    return text
+
+
+def parse_bool(raw: str, s: Setting) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{s.name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_log_level(raw: str, s: Setting) -> str:
+    text = raw.strip().upper()
+    if text not in LOG_LEVELS:
+        raise ConfigError(f"{s.name}={raw!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+STORE_SCHEMES = ("memory",)
+
+
+def parse_store(raw: str, s: Setting) -> str:
+    text = raw.strip()
+    scheme = text.split(":", 1)[0].lower()
+    if scheme not in STORE_SCHEMES:
+        raise ConfigError(f"{s.name}={raw!r}: unknown store (expected one of: {', '.join(STORE_SCHEMES)})")
+    return text
+
+
+_DOTTED = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def parse_processor(raw: str, s: Setting) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if not _DOTTED.fullmatch(text):
+        raise ConfigError(f"{s.name}={raw!r}: expected a dotted path like 'package.module:function'")
+    return text
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("WORKERS", "4", parse_int, "worker tasks in the pool", 1, 10_000),
+    Setting("QUEUE_SIZE", "64", parse_int, "jobs admitted but not yet started", 1, 10_000_000),
+    Setting("ERROR_RATE", "20", parse_int, "percent of simulated attempts that fail", 0, 100),
+    Setting("HOST", "0.0.0.0", parse_text, "listen address"),
+    Setting("PORT", "8080", parse_int, "listen port", 1, 65_535),
+    Setting("WORK_MIN_MS", "100", parse_int, "shortest simulated attempt (ms)", 0, 3_600_000),
+    Setting("WORK_MAX_MS", "500", parse_int, "longest simulated attempt (ms)", 0, 3_600_000),
+    Setting(
+        "PROCESSOR",
+        "",
+        parse_processor,
+        "`module:name` of the async callable that runs an attempt; empty = the simulated processor",
+    ),
+    Setting("BACKOFF_BASE_MS", "100", parse_int, "retry delay envelope before the first retry (ms)", 0, 3_600_000),
+    Setting("BACKOFF_MAX_MS", "10000", parse_int, "largest retry delay envelope (ms)", 0, 86_400_000),
+    Setting("MAX_BODY_BYTES", "1048576", parse_int, "larger request bodies get 413", 1, 104_857_600),
+    Setting(
+        "SHUTDOWN_TIMEOUT",
+        "30",
+        parse_seconds,
+        "seconds to wait for running attempts on SIGTERM/SIGINT before interrupting them",
+        0,
+        3600,
+    ),
+    Setting("STORE", "memory", parse_store, "where the event log lives: `memory`"),
+    Setting(
+        "RETAIN_FINISHED",
+        "100000",
+        parse_int,
+        "finished jobs kept (with their events) before the oldest are evicted",
+        0,
+        1_000_000_000,
+    ),
+    Setting("LOG_LEVEL", "INFO", parse_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    Setting("ACCESS_LOG", "0", parse_bool, "log every HTTP request (off by default: it costs throughput)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    workers: int = 4
+    queue_size: int = 64
+    error_rate: int = 20
+    host: str = "0.0.0.0"
+    port: int = 8080
+    work_min_ms: int = 100
+    work_max_ms: int = 500
+    processor: str | None = None
+    backoff_base_ms: int = 100
+    backoff_max_ms: int = 10_000
+    max_body_bytes: int = 1_048_576
+    shutdown_timeout: float = 30.0
+    store: str = "memory"
+    retain_finished: int = 100_000
+    log_level: str = "INFO"
+    access_log: bool = False
+
+
+def load(environ: Mapping[str, str]) -> Config:
+    """Parse every setting from `environ` (any mapping, so tests pass a dict)."""
+    values = {s.field: s.parse(environ.get(s.name, s.default), s) for s in SETTINGS}
+    if values["work_min_ms"] > values["work_max_ms"]:
+        raise ConfigError(
+            f"WORK_MIN_MS={values['work_min_ms']} is larger than WORK_MAX_MS={values['work_max_ms']}"
+        )
+    return Config(**values)

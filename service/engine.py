@@ -1,0 +1,46 @@
+"""The commands users send: validated input in, one event recorded, the new view out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from domain import job
+from domain.errors import JobConflict, UnknownJob, VersionConflict
+from domain.projection import JobView
+from service.store.base import EventStore
+
+MAX_VERSION_RETRIES = 5  # a guess: a job changes a few times a second at most
+
+
+class Draining(Exception):
+    """The service is shutting down and accepts no new work."""
+
+
+class Engine:
+    def __init__(self, store: EventStore, *, capacity: int, clock: Callable[[], int]) -> None:
+        self._store = store
+        self._capacity = capacity
+        self._clock = clock
+        self.accepting = True
+
+    async def enqueue(self, job_id: str, payload: str, max_retries: int) -> tuple[JobView, bool]:
+        """(view, True) for a new job; (view, False) for an identical re-send; raises JobConflict."""
+        if not self.accepting:
+            raise Draining()
+        event = job.enqueue(job_id, payload, max_retries, at_ms=self._clock())
+        view, created = await self._store.enqueue(event, capacity=self._capacity)
+        if not created and (view.payload, view.max_retries) != (payload, max_retries):
+            raise JobConflict(job_id)
+        return view, created
+
+    async def requeue(self, job_id: str) -> JobView:
+        """Give a failed job a fresh budget; InvalidTransition unless it is failed."""
+        for _ in range(MAX_VERSION_RETRIES):
+            view = await self._store.get_job(job_id)
+            if view is None:
+                raise UnknownJob(job_id)
+            try:
+                return await self._store.append(job.requeue(view, at_ms=self._clock()))
+            except VersionConflict:
+                continue  # it moved under us: decide again from its new state
+        raise VersionConflict(job_id, view.version, view.version + 1)

@@ -1,0 +1,1 @@
+"""HTTP edge: one module per resource; handlers parse, call one command, render."""

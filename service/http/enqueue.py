@@ -1,0 +1,85 @@
+"""POST /enqueue: admit a job."""
+
+from __future__ import annotations
+
+import json as stdlib_json
+import re
+from typing import Any
+
+from sanic import Blueprint, HTTPResponse, Request, json
+
+from service.engine import Draining
+from service.http.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+bp = Blueprint("enqueue")
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-_.:@~]{1,128}")
+MAX_RETRIES_LIMIT = 100
+
+
+@bp.post("/enqueue")
+async def enqueue(request: Request) -> HTTPResponse:
+    engine = request.app.ctx.engine
+    if not engine.accepting:
+        raise Draining()
+    _check_content_type(request.headers.get("content-type"))
+    if len(request.body) > request.app.ctx.config.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the body is {len(request.body)} bytes; the limit is {request.app.ctx.config.max_body_bytes} (MAX_BODY_BYTES)"
+        )
+    job_id, payload, max_retries = parse_job(request.body)
+    view, created = await engine.enqueue(job_id, payload, max_retries)
+    if created:
+        return json({"status": view.state.value, "id": view.id}, status=202, headers={"Location": f"/jobs/{view.id}"})
+    return json({"status": view.state.value, "id": view.id}, status=200)
+
+
+def _check_content_type(value: str | None) -> None:
+    if value is None:
+        return  # undeclared: we try JSON, which is all this endpoint reads
+    media = value.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {value!r}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_job(body: bytes) -> tuple[str, str, int]:
+    """The job fields of an /enqueue body, or InvalidRequest naming what is wrong."""
+    if not body:
+        raise InvalidRequest("the body is empty; expected a JSON object", code="invalid_json")
+    try:
+        doc = stdlib_json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest(f"the body must be a JSON object, got {type(doc).__name__}", code="invalid_json")
+
+    job_id = doc.get("id")
+    if job_id is None:
+        raise InvalidRequest("id is required", field="id")
+    if not isinstance(job_id, str) or not ID_PATTERN.fullmatch(job_id):
+        raise InvalidRequest(
+            "id must be a string of 1-128 characters from A-Z a-z 0-9 - _ . : @ ~", field="id"
+        )
+
+    payload = doc.get("payload")
+    if payload is None:
+        raise InvalidRequest("payload is required (a string, may be empty)", field="payload")
+    if not isinstance(payload, str):
+        raise InvalidRequest(f"payload must be a string, got {_json_type(payload)}", field="payload")
+
+    max_retries = doc.get("max_retries", 0)
+    if type(max_retries) is not int or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
+        raise InvalidRequest(
+            f"max_retries must be an integer 0..{MAX_RETRIES_LIMIT}, got {stdlib_json.dumps(max_retries)}",
+            field="max_retries",
+        )
+    return job_id, payload, max_retries
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -1,0 +1,102 @@
+"""Every error response in one table: exception class -> status and machine code.
+
+Bodies follow SPEC.md: `{"error": <code>, "message": <sentence>, ...extra}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import HTTPResponse, Request, json
+from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
+
+from domain.errors import InvalidTransition, JobConflict, QueueFull, UnknownJob, VersionConflict
+from service.engine import Draining
+
+log = logging.getLogger("kasp.http")
+
+RETRY_AFTER_FULL_S = 1  # a guess: the default pool drains 64 jobs of ~300 ms in ~5 s
+RETRY_AFTER_DRAINING_S = 5  # a guess: about one restart of a single-process service
+
+
+class InvalidRequest(Exception):
+    """The request is well-formed HTTP but its content is not acceptable."""
+
+    def __init__(self, message: str, *, field: str | None = None, code: str = "invalid_field") -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+class UnsupportedMediaType(Exception):
+    """The request body is declared as something other than JSON."""
+
+
+class PayloadTooLarge(Exception):
+    """The request body is larger than MAX_BODY_BYTES."""
+
+
+# class -> (status, code, extra headers)
+_TABLE: dict[type[BaseException], tuple[int, str, dict[str, str]]] = {
+    InvalidRequest: (400, "invalid_request", {}),
+    UnknownJob: (404, "not_found", {}),
+    JobConflict: (409, "conflict", {}),
+    InvalidTransition: (409, "invalid_transition", {}),
+    VersionConflict: (409, "version_conflict", {}),
+    PayloadTooLarge: (413, "payload_too_large", {}),
+    UnsupportedMediaType: (415, "unsupported_media_type", {}),
+    QueueFull: (429, "queue_full", {"Retry-After": str(RETRY_AFTER_FULL_S)}),
+    Draining: (503, "shutting_down", {"Retry-After": str(RETRY_AFTER_DRAINING_S)}),
+}
+
+_SANIC_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    416: "range_not_satisfiable",
+    417: "expectation_failed",
+    503: "service_unavailable",
+}
+
+_DRAINING_MESSAGE = "the service is shutting down and accepts no new jobs; retry on another instance or later"
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> HTTPResponse:
+    return json({"error": code, "message": message, **extra}, status=status, headers=headers)
+
+
+def render(exc: BaseException) -> HTTPResponse:
+    for cls in type(exc).__mro__:
+        entry = _TABLE.get(cls)
+        if entry is not None:
+            status, code, headers = entry
+            break
+    else:
+        if isinstance(exc, SanicException):
+            status = exc.status_code
+            code = _SANIC_CODES.get(status, "http_error")
+            headers = {str(k): str(v) for k, v in (getattr(exc, "headers", None) or {}).items()}
+            return error_response(status, code, str(exc) or code.replace("_", " "), headers=headers)
+        log.error("unhandled error", exc_info=exc, extra={"action": "http_500"})
+        return error_response(500, "internal_error", "the server failed to handle this request")
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidRequest):
+        code = exc.code
+        if exc.field is not None:
+            extra["field"] = exc.field
+    message = _DRAINING_MESSAGE if isinstance(exc, Draining) else str(exc)
+    return error_response(status, code, message, headers=headers or None, **extra)
+
+
+class KaspErrorHandler(ErrorHandler):
+    """Renders every error, Sanic's own (404, 405, 413, ...) included, in SPEC.md's shape,
+    whatever the client's Accept header says."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        return render(exception)

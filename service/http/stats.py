@@ -1,0 +1,24 @@
+"""/stats: counters for operators, read from the projection (no scans)."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse, Request, json
+
+from domain.states import JobState
+
+bp = Blueprint("stats")
+
+
+@bp.get("/stats")
+async def stats(request: Request) -> HTTPResponse:
+    ctx = request.app.ctx
+    s = await ctx.store.stats()
+    return json(
+        {
+            "accepting": ctx.engine.accepting,
+            "queue": {"depth": s.ready, "capacity": ctx.config.queue_size, "delayed": s.delayed},
+            "workers": {"size": ctx.pool.size, "busy": ctx.pool.busy},
+            "jobs": {state.value: s.jobs.get(state, 0) for state in JobState},
+            "events": {"count": s.event_count, "last_seq": s.last_seq},
+        }
+    )

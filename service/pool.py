@@ -1,0 +1,205 @@
+"""The worker pool: WORKERS asyncio tasks that claim ready jobs and record each outcome.
+
+Idle workers park on a future and are woken one at a time by the events that
+make work ready (an enqueue, a requeue, an interruption, or a retry's delay
+running out), so a waiting job starts within one loop iteration, and an idle
+pool costs nothing. A failed attempt schedules its retry on a timer and frees
+its worker at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+
+from domain import job
+from domain.backoff import Backoff, RandomSource
+from domain.errors import VersionConflict
+from domain.events import Event
+from domain.processor import Attempt, Processor
+from domain.projection import JobView
+from domain.states import EventType
+from service.clock import now_ms
+from service.store.base import EventStore
+
+log = logging.getLogger("kasp.pool")
+
+_WAKES_WORK = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: EventStore,
+        processor: Processor,
+        *,
+        size: int,
+        backoff: Backoff,
+        rng: RandomSource | None = None,
+    ) -> None:
+        self._store = store
+        self._processor = processor
+        self.size = size
+        self._backoff = backoff
+        self._rng = rng if rng is not None else random.Random()
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._stopping = False
+        self.busy = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._store.add_listener(self._on_event)
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"kasp-worker-{i}") for i in range(self.size)
+        ]
+
+    async def stop(self, *, timeout_s: float, force: asyncio.Event | None = None) -> None:
+        """Stop claiming; let running attempts finish for `timeout_s`, then interrupt the rest.
+
+        `force` (set by a second signal) ends the wait early.
+        """
+        self._stopping = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        while self._idle:
+            fut = self._idle.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(asyncio.wait(pending))}
+            if force is not None:
+                waiters.add(asyncio.ensure_future(force.wait()))
+            done, left = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+        still_running = [t for t in self._tasks if not t.done()]
+        if still_running:
+            log.warning(
+                "%d attempts still running after %.1f s; interrupting them",
+                len(still_running),
+                timeout_s,
+                extra={"action": "pool_interrupt"},
+            )
+            for t in still_running:
+                t.cancel()
+            await asyncio.wait(still_running, timeout=10)  # recording `interrupted` is quick
+        self._tasks = []
+
+    # -- waking ------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if event.type in _WAKES_WORK:
+            self._wake_one()
+        elif event.type is EventType.RETRY_SCHEDULED:
+            self._wake_at(event.at_ms + event.data["delay_ms"])
+
+    def _wake_one(self) -> None:
+        idle = self._idle
+        while idle:
+            fut = idle.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _wake_at(self, due_ms: int) -> None:
+        if self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        delay_s = max(0.0, (due_ms - now_ms()) / 1000)
+        timer: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            self._wake_one()
+
+        timer = loop.call_later(delay_s, fire)
+        self._timers.add(timer)
+
+    async def _wait_for_work(self) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._idle.append(fut)
+        timeout = self._store.poll_interval_s
+        due = await self._store.next_due_ms()
+        if due is not None:
+            until_due = max(0.0, (due - now_ms()) / 1000)
+            timeout = until_due if timeout is None else min(timeout, until_due)
+        handle = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
+        try:
+            await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    # -- working -----------------------------------------------------------
+
+    async def _work(self) -> None:
+        while not self._stopping:
+            try:
+                view = await self._store.claim_ready(at_ms=now_ms())
+            except Exception:
+                log.exception("claiming a job failed", extra={"action": "claim_error"})
+                await asyncio.sleep(1)  # a failing store: don't spin
+                continue
+            if view is None:
+                await self._wait_for_work()
+                continue
+            self.busy += 1
+            try:
+                await self._attempt(view)
+            except Exception:
+                log.exception("recording the outcome of %r failed", view.id, extra={"action": "record_error"})
+            finally:
+                self.busy -= 1
+
+    async def _attempt(self, view: JobView) -> None:
+        attempt = Attempt(view.id, view.payload, view.attempts, view.max_retries)
+        began = time.monotonic()
+        try:
+            await self._processor(attempt)
+        except asyncio.CancelledError:
+            event = job.interrupt(view, at_ms=now_ms(), reason="shutdown", duration_ms=_since(began))
+            await self._record(event)
+            raise
+        except Exception as exc:
+            log.debug("attempt %d of %r failed: %r", view.attempts, view.id, exc)
+            event = job.fail(
+                view,
+                error=str(exc) or type(exc).__name__,
+                at_ms=now_ms(),
+                duration_ms=_since(began),
+                policy=self._backoff,
+                rng=self._rng,
+            )
+        else:
+            event = job.succeed(view, at_ms=now_ms(), duration_ms=_since(began))
+        await self._record(event)
+
+    async def _record(self, event: Event) -> None:
+        try:
+            # Shielded: a shutdown's cancellation must not lose an outcome mid-write.
+            await asyncio.shield(self._store.append(event))
+        except VersionConflict:
+            log.warning(
+                "outcome of attempt %s of %r dropped: the job moved on (lease lost?)",
+                event.attempt,
+                event.job_id,
+                extra={"action": "outcome_dropped"},
+            )
+
+
+def _since(began: float) -> int:
+    return int((time.monotonic() - began) * 1000)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,92 @@
+"""The seam between kasp and its storage: what every store guarantees.
+
+A store keeps the event log and the projection of it, and changes both in one
+step: an event is appended and applied together, or neither happens. Stores
+assign `seq` in commit order. Writers name the job version they decided from
+(`Event.version`); a store refuses an event whose version is not the job's
+next one, so two writers cannot both record the same move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from domain.events import Event
+from domain.projection import JobView
+from domain.states import EventType, JobState
+
+EventListener = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    jobs: dict[JobState, int] = field(default_factory=dict)  #: retained jobs by state
+    ready: int = 0  #: queued and due: admitted, not yet started
+    delayed: int = 0  #: queued, waiting out a retry delay
+    event_count: int = 0  #: retained events
+    last_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[JobView]
+    next_cursor: int | None  #: pass back as `cursor`; None when the listing is complete
+
+
+class EventStore(Protocol):
+    #: None when the store wakes the pool itself through listeners on every
+    #: event that makes work ready; otherwise how often idle workers poll.
+    poll_interval_s: float | None
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def add_listener(self, listener: EventListener) -> None:
+        """Call `listener(event)` after each committed event, in seq order."""
+
+    async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
+        """Record an `enqueued` event unless the id is known.
+
+        Returns (view, True) when created, or (the existing view, False). Raises
+        `QueueFull` when `capacity` jobs are ready and not yet started; a known
+        id is answered before capacity is checked, so a re-send never gets 429.
+        """
+
+    async def append(self, event: Event) -> JobView:
+        """Record one event of a known job. Raises `UnknownJob`, or `VersionConflict`
+        when the job has moved since the caller read it."""
+
+    async def claim_ready(self, *, at_ms: int) -> JobView | None:
+        """Take the oldest ready job, record its `started` event, return the running view.
+
+        Jobs whose retry delay has passed by `at_ms` count as ready. Each ready
+        job is handed to exactly one caller.
+        """
+
+    async def next_due_ms(self) -> int | None:
+        """When the earliest delayed retry becomes ready, if any is waiting."""
+
+    async def get_job(self, job_id: str) -> JobView | None: ...
+
+    async def list_jobs(self, *, state: JobState | None, limit: int, cursor: int) -> JobPage:
+        """Jobs in enqueue order after `cursor` (0 = from the start).
+
+        A page may hold fewer than `limit` jobs while `next_cursor` is not None:
+        stores bound the work one page may do.
+        """
+
+    async def job_events(self, job_id: str) -> list[Event] | None:
+        """That job's events in order; None if the job is unknown."""
+
+    async def read_events(
+        self, *, after: int, limit: int, job_id: str | None, type: EventType | None
+    ) -> list[Event]:
+        """Events with seq > `after`, in seq order, never skipping one a later read would return."""
+
+    async def stats(self) -> StoreStats: ...
+
+    async def unfinished_job_ids(self) -> list[str]:
+        """Ids of jobs still queued or running, in enqueue order."""
