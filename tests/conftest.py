@@ -13,12 +13,18 @@ Sanic.test_mode = True  # several apps named "kasp" in one test process
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., tuple[RunningServer, httpx.Client]]]:
+def store_url() -> str:
+    """The STORE the API tests run against."""
+    return "memory"
+
+
+@pytest.fixture
+def make_server(store_url: str) -> Iterator[Callable[..., tuple[RunningServer, httpx.Client]]]:
     """Start a real kasp server with FAST settings overridden by keyword arguments."""
     running: list[tuple[RunningServer, httpx.Client]] = []
 
     def make(**overrides: object) -> tuple[RunningServer, httpx.Client]:
-        settings = {**FAST, "processor": "tests.support.processors:scripted", **overrides}
+        settings = {**FAST, "store": store_url, "processor": "tests.support.processors:scripted", **overrides}
         server = RunningServer(Config(**settings)).start()  # type: ignore[arg-type]
         client = httpx.Client(base_url=server.url, timeout=10)
         running.append((server, client))
