@@ -21,7 +21,7 @@ class Backoff:
         """The envelope before retry `retry` (1 for the first): min(max, base * 2^(retry-1))."""
         if retry < 1:
             raise ValueError(f"retry numbers start at 1, got {retry}")
-        return min(self.max_ms, self.base_ms * 2 ** (retry - 1))
+        return min(self.max_ms, self.base_ms << (retry - 1))
 
     def delay_ms(self, retry: int, rng: RandomSource) -> int:
         """Full jitter: uniform(0, ceiling), so retries of many jobs spread out instead of colliding."""

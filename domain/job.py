@@ -13,7 +13,7 @@ from domain.backoff import Backoff, RandomSource
 from domain.errors import InvalidTransition
 from domain.events import Event, format_ts
 from domain.projection import JobView
-from domain.states import INITIAL_STATE, EventType, MachineError, next_state
+from domain.states import INITIAL_STATE, EventType, JobState, MachineError, next_state
 
 MAX_ERROR_CHARS = 1000  # a guess: enough for a message and a short traceback line
 
@@ -50,16 +50,17 @@ def fail(
 ) -> Event:
     """`retry_scheduled` while the budget has attempts left, `failed` when it has none."""
     error = error[:MAX_ERROR_CHARS]
-    if job.attempts_left > 0:
-        delay_ms = policy.delay_ms(job.budget_used, rng)
-        data = {
-            "error": error,
-            "duration_ms": duration_ms,
-            "delay_ms": delay_ms,
-            "next_attempt_at": format_ts(at_ms + delay_ms),
-        }
-        return _move(job, EventType.RETRY_SCHEDULED, at_ms, data=data)
-    return _move(job, EventType.FAILED, at_ms, data={"error": error, "duration_ms": duration_ms})
+    if job.attempts_left <= 0:
+        return _move(job, EventType.FAILED, at_ms, data={"error": error, "duration_ms": duration_ms})
+    to_state = _check(job, EventType.RETRY_SCHEDULED)  # before the policy: a queued job has no retry number
+    delay_ms = policy.delay_ms(job.budget_used, rng)
+    data = {
+        "error": error,
+        "duration_ms": duration_ms,
+        "delay_ms": delay_ms,
+        "next_attempt_at": format_ts(at_ms + delay_ms),
+    }
+    return _event(job, EventType.RETRY_SCHEDULED, to_state, at_ms, job.attempts, data)
 
 
 def requeue(job: JobView, *, at_ms: int) -> Event:
@@ -84,17 +85,33 @@ def _move(
     attempt: int | None = _CURRENT_ATTEMPT,
     data: Mapping[str, Any] | None = None,
 ) -> Event:
+    to_state = _check(job, trigger)
+    number = job.attempts if attempt == _CURRENT_ATTEMPT else attempt
+    return _event(job, trigger, to_state, at_ms, number, data)
+
+
+def _check(job: JobView, trigger: EventType) -> JobState:
     try:
-        to_state = next_state(job.state, trigger)
+        return next_state(job.state, trigger)
     except MachineError:
         raise InvalidTransition(job.id, job.state.value, trigger.value) from None
+
+
+def _event(
+    job: JobView,
+    trigger: EventType,
+    to_state: JobState,
+    at_ms: int,
+    attempt: int | None,
+    data: Mapping[str, Any] | None,
+) -> Event:
     return Event(
         type=trigger,
         job_id=job.id,
         at_ms=at_ms,
         from_state=job.state,
         to_state=to_state,
-        attempt=job.attempts if attempt == _CURRENT_ATTEMPT else attempt,
+        attempt=attempt,
         version=job.version + 1,
         data=data if data is not None else {},
     )

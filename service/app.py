@@ -11,6 +11,7 @@ Stop:   before_server_stop runs while the listener still answers: /enqueue and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -126,10 +127,10 @@ async def _drain_once(app: Sanic) -> None:
     force = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:  # Sanic removed its handlers; a second signal means "stop waiting"
+        # Sanic removed its handlers; a second signal means "stop waiting". Outside the
+        # main thread (the threaded test server) there are no signals to handle.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, force.set)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread (tests run the server in a thread)
     log.info(
         "shutting down: no new jobs; waiting up to %.1f s for %d running attempts",
         config.shutdown_timeout,
@@ -137,6 +138,14 @@ async def _drain_once(app: Sanic) -> None:
         extra={"action": "shutdown_begin"},
     )
     await app.ctx.pool.stop(timeout_s=config.shutdown_timeout, force=force)
+    outcomes = app.ctx.pool.recorded_while_draining
+    log.info(
+        "drained: %d attempts ended during shutdown%s%s",
+        len(outcomes),
+        ": " if outcomes else "",
+        ", ".join(f"{e.job_id}#{e.attempt} {e.type.value}" for e in outcomes),
+        extra={"action": "shutdown_outcomes"},
+    )
     unfinished = await app.ctx.store.unfinished_job_ids()
     if unfinished and config.store.startswith("memory"):
         log.warning(
@@ -158,7 +167,9 @@ def _configure_logging(config: Config) -> None:
 
 def _log_config(config: Config) -> dict[str, object]:
     """Sanic's logging setup plus a handler for kasp's own loggers."""
-    log_config: dict[str, object] = {k: (v.copy() if isinstance(v, dict) else v) for k, v in LOGGING_CONFIG_DEFAULTS.items()}
+    log_config: dict[str, object] = {
+        k: (v.copy() if isinstance(v, dict) else v) for k, v in LOGGING_CONFIG_DEFAULTS.items()
+    }
     loggers = dict(log_config["loggers"])  # type: ignore[call-overload]
     loggers["kasp"] = {"level": config.log_level, "handlers": ["console"], "propagate": False}
     log_config["loggers"] = loggers

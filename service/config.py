@@ -129,7 +129,9 @@ SETTINGS: tuple[Setting, ...] = (
         parse_processor,
         "`module:name` of the async callable that runs an attempt; empty = the simulated processor",
     ),
-    Setting("BACKOFF_BASE_MS", "100", parse_int, "retry delay envelope before the first retry (ms)", 0, 3_600_000),
+    Setting(
+        "BACKOFF_BASE_MS", "100", parse_int, "retry delay envelope before the first retry (ms)", 0, 3_600_000
+    ),
     Setting("BACKOFF_MAX_MS", "10000", parse_int, "largest retry delay envelope (ms)", 0, 86_400_000),
     Setting("MAX_BODY_BYTES", "1048576", parse_int, "larger request bodies get 413", 1, 104_857_600),
     Setting(

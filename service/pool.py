@@ -50,14 +50,13 @@ class WorkerPool:
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopping = False
         self.busy = 0
+        self.recorded_while_draining: list[Event] = []  #: outcomes recorded after stop() began
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
         self._store.add_listener(self._on_event)
-        self._tasks = [
-            asyncio.create_task(self._work(), name=f"kasp-worker-{i}") for i in range(self.size)
-        ]
+        self._tasks = [asyncio.create_task(self._work(), name=f"kasp-worker-{i}") for i in range(self.size)]
 
     async def stop(self, *, timeout_s: float, force: asyncio.Event | None = None) -> None:
         """Stop claiming; let running attempts finish for `timeout_s`, then interrupt the rest.
@@ -77,7 +76,7 @@ class WorkerPool:
             waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(asyncio.wait(pending))}
             if force is not None:
                 waiters.add(asyncio.ensure_future(force.wait()))
-            done, left = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
         still_running = [t for t in self._tasks if not t.done()]
@@ -187,6 +186,8 @@ class WorkerPool:
         try:
             # Shielded: a shutdown's cancellation must not lose an outcome mid-write.
             await asyncio.shield(self._store.append(event))
+            if self._stopping:
+                self.recorded_while_draining.append(event)
         except VersionConflict:
             log.warning(
                 "outcome of attempt %s of %r dropped: the job moved on (lease lost?)",

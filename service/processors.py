@@ -23,7 +23,5 @@ def load_processor(config: Config) -> Processor:
         raise ConfigError(f"PROCESSOR={config.processor!r}: cannot load it ({exc})") from None
     call = getattr(target, "__call__", None)  # noqa: B004 - we need the bound __call__ to inspect it
     if not (inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(call)):
-        raise ConfigError(
-            f"PROCESSOR={config.processor!r}: must be an async callable taking an Attempt"
-        )
+        raise ConfigError(f"PROCESSOR={config.processor!r}: must be an async callable taking an Attempt")
     return target  # type: ignore[return-value]

@@ -23,14 +23,15 @@ async def enqueue(request: Request) -> HTTPResponse:
     if not engine.accepting:
         raise Draining()
     _check_content_type(request.headers.get("content-type"))
-    if len(request.body) > request.app.ctx.config.max_body_bytes:
-        raise PayloadTooLarge(
-            f"the body is {len(request.body)} bytes; the limit is {request.app.ctx.config.max_body_bytes} (MAX_BODY_BYTES)"
-        )
+    limit = request.app.ctx.config.max_body_bytes
+    if len(request.body) > limit:
+        raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
     job_id, payload, max_retries = parse_job(request.body)
     view, created = await engine.enqueue(job_id, payload, max_retries)
     if created:
-        return json({"status": view.state.value, "id": view.id}, status=202, headers={"Location": f"/jobs/{view.id}"})
+        return json(
+            {"status": view.state.value, "id": view.id}, status=202, headers={"Location": f"/jobs/{view.id}"}
+        )
     return json({"status": view.state.value, "id": view.id}, status=200)
 
 

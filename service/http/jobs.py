@@ -44,4 +44,6 @@ async def job_events(request: Request, job_id: str) -> HTTPResponse:
 @bp.post("/jobs/<job_id:str>/retry")
 async def retry_job(request: Request, job_id: str) -> HTTPResponse:
     view = await request.app.ctx.engine.requeue(job_id)  # UnknownJob -> 404, InvalidTransition -> 409
-    return json({"status": view.state.value, "id": view.id}, status=202, headers={"Location": f"/jobs/{view.id}"})
+    return json(
+        {"status": view.state.value, "id": view.id}, status=202, headers={"Location": f"/jobs/{view.id}"}
+    )

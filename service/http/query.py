@@ -19,7 +19,9 @@ def _single(request: Request, name: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise InvalidRequest(f"{name} is given {len(values)} times; give it once", field=name, code="invalid_parameter")
+        raise InvalidRequest(
+            f"{name} is given {len(values)} times; give it once", field=name, code="invalid_parameter"
+        )
     return values[0]
 
 
