@@ -25,7 +25,8 @@ coverage: install
 	$(BIN)/pytest --cov --cov-report=term-missing --cov-report=html
 
 coverage-html: coverage
-	@echo "HTML report: coverage/index.html (also coverage/coverage.html)"
+	cp coverage/index.html coverage/coverage.html
+	@echo "HTML report: coverage/coverage.html"
 
 lint: install
 	$(BIN)/ruff check .
