@@ -26,7 +26,7 @@ from service import config as config_module
 from service.clock import now_ms
 from service.config import Config, ConfigError
 from service.engine import Engine
-from service.http import enqueue, events, health, jobs, stats
+from service.http import docs, enqueue, events, health, jobs, stats
 from service.http.errors import KaspErrorHandler
 from service.pool import WorkerPool
 from service.processors import load_processor
@@ -65,7 +65,7 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     app.config.HOST, app.config.PORT = config.host, config.port
     app.ctx.config = config
     app.ctx.ready = False
-    for module in (enqueue, jobs, events, health, stats):
+    for module in (enqueue, jobs, events, health, stats, docs):
         app.blueprint(module.bp)
 
     app.main_process_start(_refuse_several_processes)
