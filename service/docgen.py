@@ -18,7 +18,7 @@ import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from transitions.extensions import GraphMachine
 
@@ -34,7 +34,8 @@ STATE_DOCS: dict[JobState, str] = {
     JobState.QUEUED: "waiting for a worker: ready now, or waiting out a retry delay (`next_attempt_at` set)",
     JobState.RUNNING: "a worker is running an attempt",
     JobState.DONE: "an attempt succeeded (final)",
-    JobState.FAILED: "the last attempt of its budget failed; `POST /jobs/{id}/retry` sends it back to `queued`",
+    JobState.FAILED: "the last attempt of its budget failed; `POST /jobs/{id}/retry` sends it back "
+    "to `queued`",
 }
 
 # event type -> (when it is recorded, the keys of its `data`)
@@ -76,7 +77,9 @@ and `docs/state-diagram.svg` from the code (`service/docgen.py`):
 |---|---|
 | Configuration | `service.config.SETTINGS`, the table that also parses the environment |
 | Job states, event catalogue | `domain.states` (`JobState`, `EventType`, `TRANSITIONS`) |
-| State diagram | `domain.states.MACHINE_CONFIG`, drawn by `transitions`' `GraphMachine`: the `mermaid` engine gives the `stateDiagram-v2` block (GitHub renders it), the `graphviz` engine and Debian's `dot` give the SVG |
+| State diagram | `domain.states.MACHINE_CONFIG`, drawn by `transitions`' `GraphMachine`: \
+the `mermaid` engine gives the `stateDiagram-v2` block (GitHub renders it), \
+the `graphviz` engine and Debian's `dot` give the SVG |
 | HTTP API | the OpenAPI document `service.openapi` serves at `/openapi.json` |
 
 The output is deterministic. `tests/docs/` fails when the committed files differ from
@@ -87,23 +90,27 @@ metrics) with apt when `dot` is missing. The `/docs/` page is this file rendered
 the `markdown` package once, when the server starts."""
 
 
-class _DocumentationGraph(GraphMachine):  # type: ignore[misc]
-    """GraphMachine drawing the definition, not a job: the initial state gets a double
-    border instead of the red "current state" highlight."""
+def _styles(*, font: str | None) -> dict[str, Any]:
+    """GraphMachine's styles for drawing the definition rather than a job: the initial
+    state gets a double border instead of the red "current state" highlight."""
+    styles: dict[str, Any] = copy.deepcopy(GraphMachine.style_attributes)
+    styles["node"]["active"] = {"color": "black", "fillcolor": "white", "peripheries": "2"}
+    if font is not None:
+        for kind in ("node", "edge", "graph"):
+            styles[kind]["default"]["fontname"] = font
+    return styles
 
-    style_attributes = copy.deepcopy(GraphMachine.style_attributes)
-    style_attributes["node"]["active"] = {"color": "black", "fillcolor": "white", "peripheries": "2"}
+
+class _MermaidGraph(GraphMachine):  # type: ignore[misc]
+    style_attributes: ClassVar[dict[str, Any]] = _styles(font=None)
 
 
-class _SvgGraph(_DocumentationGraph):
-    style_attributes = copy.deepcopy(_DocumentationGraph.style_attributes)
-    for kind in ("node", "edge", "graph"):
-        style_attributes[kind]["default"]["fontname"] = DIAGRAM_FONT
-    style_attributes["graph"]["default"]["fontsize"] = "16"
+class _SvgGraph(GraphMachine):  # type: ignore[misc]
+    style_attributes: ClassVar[dict[str, Any]] = _styles(font=DIAGRAM_FONT)
 
 
 def state_diagram_mermaid() -> str:
-    machine = _DocumentationGraph(graph_engine="mermaid", title=DIAGRAM_TITLE, **MACHINE_CONFIG)
+    machine = _MermaidGraph(graph_engine="mermaid", title=DIAGRAM_TITLE, **MACHINE_CONFIG)
     lines = [line.rstrip() for line in machine.get_graph().draw(None).splitlines()]
     # transitions writes the title as a bare front-matter line; Mermaid reads `title: ...`.
     if lines[:3] == ["---", DIAGRAM_TITLE, "---"]:
@@ -153,7 +160,7 @@ def event_catalogue() -> str:
     if missing:
         raise SystemExit(f"kasp docgen: EVENT_DOCS has no entry for {sorted(missing)}")
     moves = {trigger: f"`{source.value}` → `{dest.value}`" for trigger, source, dest in TRANSITIONS}
-    moves[EventType.ENQUEUED] = f"– → `{INITIAL_STATE.value}`"
+    moves[EventType.ENQUEUED] = f"\N{EN DASH} → `{INITIAL_STATE.value}`"
     rows = [(f"`{t.value}`", moves[t], *EVENT_DOCS[t]) for t in EventType]
     return _table(("event type", "from → to", "when", "`data` keys"), rows)
 
@@ -192,7 +199,8 @@ def render() -> str:
         "## Job states",
         states_table(),
         "## State diagram",
-        f"Drawn from `domain.states.MACHINE_CONFIG` by `transitions`. The initial state has a double border.\n\n"
+        "Drawn from `domain.states.MACHINE_CONFIG` by `transitions`. "
+        "The initial state has a double border.\n\n"
         f"![Job state diagram: {DIAGRAM_TITLE}]({SVG_NAME})",
         "The same machine as a Mermaid `stateDiagram-v2` (GitHub renders it):",
         "```mermaid\n" + state_diagram_mermaid() + "\n```",

@@ -49,7 +49,7 @@ _JOB_ID: Schema = {
 SCHEMAS: dict[str, Schema] = {
     "Error": {
         "type": "object",
-        "description": "Every error response. Extra fields appear where useful (`field` names the bad input).",
+        "description": "Every error response; extra fields where useful (`field` names the bad input).",
         "required": ["error", "message"],
         "properties": {
             "error": {"type": "string", "description": "machine-readable code", "example": "invalid_field"},
@@ -131,7 +131,7 @@ SCHEMAS: dict[str, Schema] = {
             "at": _TIMESTAMP,
             "from": {
                 "type": "string",
-                "enum": _STATES,
+                "enum": [*_STATES, None],  # OAS 3.0: a nullable enum must list null too
                 "nullable": True,
                 "description": "null for `enqueued`",
             },
@@ -232,8 +232,10 @@ def _json(schema: str, description: str, headers: dict[str, Any] | None = None) 
     return response
 
 
-def _body(media_type: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
-    return {"description": description, "content": {media_type: {"schema": schema or {"type": "string"}}}}
+def _body(media_types: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
+    """A non-JSON-schema body; `media_types` is space-separated."""
+    content = {media: {"schema": schema or {"type": "string"}} for media in media_types.split()}
+    return {"description": description, "content": content}
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -338,7 +340,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/jobs/{id}/retry"): {
         "tags": ["jobs"],
         "summary": "Send a failed job back to the queue",
-        "description": "A `failed` job goes back to `queued` with a fresh budget of `1 + max_retries` attempts.",
+        "description": "A `failed` job goes back to `queued` with a fresh budget of "
+        "`1 + max_retries` attempts.",
         "parameters": [_JOB_ID_PARAM],
         "responses": {
             "202": _json("JobStatus", "requeued", _LOCATION),
@@ -363,9 +366,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/events/stream"): {
         "tags": ["events"],
         "summary": "Follow the event log as Server-Sent Events",
-        "description": "One message per event: `id: <seq>`, `event: <type>`, `data: <event JSON>` (the `Event` "
-        "schema). Resumes after `Last-Event-ID` (or `after=`); a comment heartbeat is sent when idle; the stream "
-        "ends cleanly when the service shuts down.",
+        "description": "One message per event: `id: <seq>`, `event: <type>`, `data: <event JSON>` "
+        "(the `Event` schema). Resumes after `Last-Event-ID` (or `after=`); a comment heartbeat is "
+        "sent when idle; the stream ends cleanly when the service shuts down.",
         "parameters": [
             _query("after", "start after this seq", {"type": "integer", "minimum": 0, "default": 0}),
             {
@@ -407,7 +410,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "tags": ["docs"],
         "summary": "Swagger UI's scripts and styles, served locally",
         "parameters": [_path("asset", "file name, e.g. `swagger-ui-bundle.js`")],
-        "responses": {"200": _body("application/octet-stream", "the file"), "404": _error("no such asset")},
+        "responses": {
+            "200": _body(
+                "text/javascript text/css image/png", "the file", {"type": "string", "format": "binary"}
+            ),
+            "404": _error("no such asset"),
+        },
     },
     ("get", "/docs/"): {
         "tags": ["docs"],
@@ -423,7 +431,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "tags": ["docs"],
         "summary": "The documentation page's stylesheet and state diagram",
         "parameters": [_path("asset", "file name, e.g. `state-diagram.svg`")],
-        "responses": {"200": _body("application/octet-stream", "the file"), "404": _error("no such asset")},
+        "responses": {
+            "200": _body("text/css image/svg+xml", "the file", {"type": "string", "format": "binary"}),
+            "404": _error("no such asset"),
+        },
     },
 }
 
