@@ -38,22 +38,30 @@ STATE_DOCS: dict[JobState, str] = {
     "to `queued`",
 }
 
-# event type -> (when it is recorded, the keys of its `data`)
-EVENT_DOCS: dict[EventType, tuple[str, str]] = {
-    EventType.ENQUEUED: ("accepted by `POST /enqueue`", "`payload`, `max_retries`"),
-    EventType.STARTED: ("a worker begins attempt n (n = 1, 2, ...)", "none"),
-    EventType.SUCCEEDED: ("the attempt succeeded", "`duration_ms`"),
+# event type -> (when it is recorded, the keys of its `data`; "?" marks a key that may be absent).
+# tests/docs/ checks these keys against the events a real server writes.
+EVENT_DOCS: dict[EventType, tuple[str, tuple[str, ...]]] = {
+    EventType.ENQUEUED: ("accepted by `POST /enqueue`", ("payload", "max_retries")),
+    EventType.STARTED: ("a worker begins attempt n (n = 1, 2, ...)", ()),
+    EventType.SUCCEEDED: ("the attempt succeeded", ("duration_ms",)),
     EventType.RETRY_SCHEDULED: (
         "the attempt failed and retries remain",
-        "`error`, `duration_ms`, `delay_ms`, `next_attempt_at`",
+        ("error", "duration_ms", "delay_ms", "next_attempt_at"),
     ),
-    EventType.FAILED: ("the attempt failed and no retries remain", "`error`, `duration_ms`"),
-    EventType.REQUEUED: ("`POST /jobs/{id}/retry`: a fresh budget of `1 + max_retries` attempts", "none"),
+    EventType.FAILED: ("the attempt failed and no retries remain", ("error", "duration_ms")),
+    EventType.REQUEUED: ("`POST /jobs/{id}/retry`: a fresh budget of `1 + max_retries` attempts", ()),
     EventType.INTERRUPTED: (
         "the attempt was cut off (forced shutdown, lost lease); its attempt is given back",
-        "`reason`, `duration_ms` (when it ran)",
+        ("reason", "duration_ms?"),
     ),
 }
+
+
+def _keys(keys: tuple[str, ...]) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(f"`{k[:-1]}` (optional)" if k.endswith("?") else f"`{k}`" for k in keys)
+
 
 OVERVIEW = """\
 kasp is an HTTP service for background jobs. It accepts jobs over HTTP, keeps them in
@@ -161,7 +169,7 @@ def event_catalogue() -> str:
         raise SystemExit(f"kasp docgen: EVENT_DOCS has no entry for {sorted(missing)}")
     moves = {trigger: f"`{source.value}` → `{dest.value}`" for trigger, source, dest in TRANSITIONS}
     moves[EventType.ENQUEUED] = f"\N{EN DASH} → `{INITIAL_STATE.value}`"
-    rows = [(f"`{t.value}`", moves[t], *EVENT_DOCS[t]) for t in EventType]
+    rows = [(f"`{t.value}`", moves[t], EVENT_DOCS[t][0], _keys(EVENT_DOCS[t][1])) for t in EventType]
     return _table(("event type", "from → to", "when", "`data` keys"), rows)
 
 

@@ -394,7 +394,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Prometheus metrics",
         "description": "Jobs by state, queue depth and capacity, busy workers, events by type, attempt "
         "durations, rejected enqueues by reason.",
-        "responses": {"200": _body("text/plain", "Prometheus text exposition format")},
+        "responses": {
+            "200": _body(
+                "text/plain application/openmetrics-text",
+                "Prometheus text format, or OpenMetrics when the Accept header asks for it",
+            )
+        },
     },
     ("get", "/openapi.json"): {
         "tags": ["docs"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,9 @@ from service import docgen
 from service.config import SETTINGS
 from service.http.docs import DOCS_DIR, render_documentation
 from service.openapi import OPERATIONS
+from tests.support.server import RunningServer, job_state, wait_until
+
+MakeServer = Callable[..., tuple[RunningServer, httpx.Client]]
 
 MAKE_DOC = "run `make doc` and commit docs/"
 
@@ -69,3 +73,23 @@ def test_the_docs_page_is_the_rendered_documentation(client: httpx.Client) -> No
     assert source.status_code == 200
     assert source.text == docgen.render()
     assert client.get("/docs/state-diagram.svg").content == docgen.state_diagram_svg()
+
+
+def test_the_event_catalogue_names_the_data_keys_real_events_carry(make_server: MakeServer) -> None:
+    server, client = make_server(shutdown_timeout=0.0)
+    client.post("/enqueue", json={"id": "ok", "payload": "ok"})
+    client.post("/enqueue", json={"id": "retried", "payload": "fail,ok", "max_retries": 1})
+    client.post("/enqueue", json={"id": "failed", "payload": "fail"})
+    wait_until(lambda: job_state(client, "failed") == "failed" and job_state(client, "retried") == "done")
+    client.post("/jobs/failed/retry")
+    client.post("/enqueue", json={"id": "cut", "payload": "sleep=30"})
+    wait_until(lambda: job_state(client, "cut") == "running")
+    server.begin_shutdown().result(10)  # SHUTDOWN_TIMEOUT=0: the running attempt is interrupted
+
+    events = client.get("/events", params={"limit": 1000}).json()["events"]
+    assert {e["type"] for e in events} == {t.value for t in EventType}
+    for event in events:
+        documented = docgen.EVENT_DOCS[EventType(event["type"])][1]
+        required = {k for k in documented if not k.endswith("?")}
+        allowed = {k.rstrip("?") for k in documented}
+        assert required <= event["data"].keys() <= allowed, event
