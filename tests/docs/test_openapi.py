@@ -132,3 +132,12 @@ def test_unknown_assets_are_documented_404s(client: httpx.Client) -> None:
         response = client.get(path)
         assert response.status_code == 404
         assert contract.check(response) == {"error": "not_found", "message": "no such file"}
+
+
+def test_metrics_and_the_event_stream_answer_as_documented(client: httpx.Client) -> None:
+    contract.check(client.get("/metrics"))
+    contract.check(client.get("/metrics", headers={"Accept": "application/openmetrics-text"}))
+    assert contract.check(client.get("/events/stream", params={"after": "x"}))["field"] == "after"
+    with client.stream("GET", "/events/stream", params={"after": 0}) as stream:
+        assert stream.status_code == 200
+        contract.check(stream)
