@@ -269,6 +269,7 @@ def _page_limit(max_page: int, default: int) -> dict[str, Any]:
 _LOCATION = {"Location": _header("`/jobs/{id}`")}
 _BAD_PARAMETER = _error("a query parameter is malformed or out of range (`field` names it)")
 _UNKNOWN_JOB = _error("no job with this id")
+_NO_DOCS = _error("docs/ is not part of this installation (kasp runs from a checkout with `make start`)")
 _JOB_ID_PARAM = _path("id", "the job's id", _JOB_ID)
 
 # (method, path) -> OpenAPI operation. The drift test compares these keys with the
@@ -425,12 +426,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/docs/"): {
         "tags": ["docs"],
         "summary": "The project documentation as HTML, with the job state diagram",
-        "responses": {"200": _body("text/html", "docs/DOCUMENTATION.md rendered")},
+        "responses": {"200": _body("text/html", "docs/DOCUMENTATION.md rendered"), "404": _NO_DOCS},
     },
     ("get", "/docs/DOCUMENTATION.md"): {
         "tags": ["docs"],
         "summary": "The documentation's Markdown source",
-        "responses": {"200": _body("text/markdown", "docs/DOCUMENTATION.md")},
+        "responses": {"200": _body("text/markdown", "docs/DOCUMENTATION.md"), "404": _NO_DOCS},
     },
     ("get", "/docs/{asset}"): {
         "tags": ["docs"],

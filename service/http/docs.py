@@ -9,7 +9,9 @@ diagram, which `make doc` generates from the code and tests/docs/ keeps in sync.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from string import Template
 
@@ -20,6 +22,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from service.openapi import document_bytes
 
+log = logging.getLogger("kasp.docs")
 bp = Blueprint("docs")
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -35,6 +38,7 @@ SWAGGER_UI_FILES = (
     "favicon-32x32.png",
 )
 MARKDOWN_EXTENSIONS = ("tables", "fenced_code", "toc", "sane_lists")
+MISSING_DOCS = "the documentation is not part of this installation; run `make doc` in a kasp checkout"
 ASSET_CACHE = "public, max-age=3600"  # a guess: assets change only with a new release
 
 _TYPES = {
@@ -61,8 +65,8 @@ class Asset:
 class DocsSite:
     swagger_page: Asset
     swagger_assets: dict[str, Asset]
-    docs_page: Asset
-    docs_source: Asset
+    docs_page: Asset | None  #: None when docs/ is not in this installation
+    docs_source: Asset | None
     docs_assets: dict[str, Asset]
 
 
@@ -71,22 +75,31 @@ def render_documentation(source: str) -> str:
     return markdown.markdown(source, extensions=list(MARKDOWN_EXTENSIONS), output_format="html")
 
 
+@cache  # once per process: the files only change with a new checkout, which means a restart
 def load_site(docs_dir: Path = DOCS_DIR) -> DocsSite:
-    source = docs_dir / DOCUMENTATION
+    swagger_assets = {name: Asset.read(Path(str(swagger_ui_path)) / name) for name in SWAGGER_UI_FILES}
+    swagger_assets["kasp-init.js"] = Asset.read(STATIC_DIR / "swagger" / "kasp-init.js")
+    site = DocsSite(
+        swagger_page=Asset.read(STATIC_DIR / "swagger" / "index.html"),
+        swagger_assets=swagger_assets,
+        docs_page=None,
+        docs_source=None,
+        docs_assets={"docs.css": Asset.read(STATIC_DIR / "docs" / "docs.css")},
+    )
+    source, diagram = docs_dir / DOCUMENTATION, docs_dir / STATE_DIAGRAM
+    if not (source.is_file() and diagram.is_file()):
+        # An installation without the repository's docs/ still serves the API and Swagger UI.
+        log.warning("%s: %s", source, MISSING_DOCS, extra={"action": "docs_missing"})
+        return site
     page = Template((STATIC_DIR / "docs" / "page.html").read_text()).substitute(
         body=render_documentation(source.read_text(encoding="utf-8"))
     )
-    swagger_assets = {name: Asset.read(Path(str(swagger_ui_path)) / name) for name in SWAGGER_UI_FILES}
-    swagger_assets["kasp-init.js"] = Asset.read(STATIC_DIR / "swagger" / "kasp-init.js")
     return DocsSite(
-        swagger_page=Asset.read(STATIC_DIR / "swagger" / "index.html"),
-        swagger_assets=swagger_assets,
+        swagger_page=site.swagger_page,
+        swagger_assets=site.swagger_assets,
         docs_page=Asset(page.encode(), _TYPES[".html"]),
         docs_source=Asset.read(source),
-        docs_assets={
-            "docs.css": Asset.read(STATIC_DIR / "docs" / "docs.css"),
-            STATE_DIAGRAM: Asset.read(docs_dir / STATE_DIAGRAM),
-        },
+        docs_assets={**site.docs_assets, STATE_DIAGRAM: Asset.read(diagram)},
     )
 
 
@@ -95,9 +108,11 @@ def _load(app: Sanic) -> None:
     app.ctx.docs_site = load_site()
 
 
-def _send(asset: Asset | None, *, cache_control: str = "no-cache") -> HTTPResponse:
+def _send(
+    asset: Asset | None, *, cache_control: str = "no-cache", missing: str = "no such file"
+) -> HTTPResponse:
     if asset is None:
-        raise NotFound("no such file")
+        raise NotFound(missing)
     return raw(asset.body, content_type=asset.content_type, headers={"Cache-Control": cache_control})
 
 
@@ -118,12 +133,12 @@ async def swagger_asset(request: Request, asset: str) -> HTTPResponse:
 
 @bp.get("/docs/")
 async def docs_page(request: Request) -> HTTPResponse:
-    return _send(request.app.ctx.docs_site.docs_page)
+    return _send(request.app.ctx.docs_site.docs_page, missing=MISSING_DOCS)
 
 
 @bp.get(f"/docs/{DOCUMENTATION}")
 async def docs_source(request: Request) -> HTTPResponse:
-    return _send(request.app.ctx.docs_site.docs_source)
+    return _send(request.app.ctx.docs_site.docs_source, missing=MISSING_DOCS)
 
 
 @bp.get("/docs/<asset:str>")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from openapi_spec_validator import validate
 
-from service.http.docs import SWAGGER_UI_FILES
+from service.http.docs import MISSING_DOCS, SWAGGER_UI_FILES, load_site
 from service.openapi import OPERATIONS, document
 from tests.docs import contract
 from tests.support.server import RunningServer, job_state, wait_until
@@ -141,3 +142,16 @@ def test_metrics_and_the_event_stream_answer_as_documented(client: httpx.Client)
     with client.stream("GET", "/events/stream", params={"after": 0}) as stream:
         assert stream.status_code == 200
         contract.check(stream)
+
+
+def test_an_installation_without_docs_still_serves_the_api_and_says_what_is_missing(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    server, client = make_server()
+    site = load_site(tmp_path)  # an empty folder: no DOCUMENTATION.md, no diagram
+    server.call(lambda: setattr(server.app.ctx, "docs_site", site))
+    for path in ("/docs/", "/docs/DOCUMENTATION.md"):
+        assert contract.check(client.get(path)) == {"error": "not_found", "message": MISSING_DOCS}
+    assert contract.check(client.get("/docs/state-diagram.svg"))["error"] == "not_found"
+    assert client.get("/swagger/").status_code == 200
+    assert client.get("/docs/docs.css").status_code == 200
