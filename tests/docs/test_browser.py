@@ -136,6 +136,15 @@ def test_swagger_ui_shows_every_operation_with_local_assets_only(
     page.click("#operations-jobs-post_enqueue .opblock-summary")  # the schemas render too
     page.wait_for_selector("#operations-jobs-post_enqueue .opblock-body .responses-table")
     assert "max_retries" in page.inner_text("#operations-jobs-post_enqueue .opblock-body")
+    stats = "#operations-operations-get_stats"  # "Try it out" reaches the server from the page
+    page.click(f"{stats} .opblock-summary")
+    page.click(f"{stats} button.try-out__btn")
+    page.click(f"{stats} button.execute")
+    page.wait_for_selector(f"{stats} .live-responses-table tr.response .response-col_status")
+    assert page.inner_text(f"{stats} .live-responses-table tr.response .response-col_status").strip() == "200"
+    assert '"accepting": true' in page.inner_text(
+        f"{stats} .live-responses-table tr.response .response-col_description"
+    )
     _screenshot(page, "swagger-ui.png")
     page.context.close()
     assert log.problems() == []
