@@ -133,6 +133,7 @@ def test_swagger_ui_shows_every_operation_with_local_assets_only(
     )
     assert {tuple(x) for x in shown} == set(OPERATIONS)
     assert not page.query_selector(".errors-wrapper"), page.inner_text(".errors-wrapper")
+    _screenshot(page, "swagger-ui.png")
     page.click("#operations-jobs-post_enqueue .opblock-summary")  # the schemas render too
     page.wait_for_selector("#operations-jobs-post_enqueue .opblock-body .responses-table")
     assert "max_retries" in page.inner_text("#operations-jobs-post_enqueue .opblock-body")
@@ -145,7 +146,7 @@ def test_swagger_ui_shows_every_operation_with_local_assets_only(
     assert '"accepting": true' in page.inner_text(
         f"{stats} .live-responses-table tr.response .response-col_description"
     )
-    _screenshot(page, "swagger-ui.png")
+    page.locator(stats).screenshot(path=str(ARTIFACTS / "swagger-ui-try-it-out.png"))
     page.context.close()
     assert log.problems() == []
     assert f"{server.url}/openapi.json" in log.requested
