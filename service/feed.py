@@ -30,7 +30,9 @@ class Subscription:
     cursor: int
     #: the deadline of the send in progress, if any; shutdown moves it to now
     send_deadline: asyncio.Timeout | None = None
-    #: bytes waiting in this subscriber's transport buffer at its last send (for tests, metrics)
+    #: time.monotonic() when the send in progress began, if one is
+    sending_since: float | None = None
+    #: bytes left in this subscriber's transport buffer after its last send
     buffered_bytes: int = 0
     peak_buffered_bytes: int = field(default=0)
 

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -181,6 +182,7 @@ class _Stream:
     async def _send(self, sub: Subscription, data: bytes, *, end_stream: bool = False) -> bool:
         """Send, or drop the stream if the subscriber does not take the data in time."""
         assert self._response is not None
+        sub.sending_since = time.monotonic()
         try:
             async with asyncio.timeout_at(self._feed.send_deadline(self._send_timeout_s)) as deadline:
                 sub.send_deadline = deadline
@@ -189,7 +191,7 @@ class _Stream:
             self._abandon(sub)
             return False
         finally:
-            sub.send_deadline = None
+            sub.send_deadline = sub.sending_since = None
         self._last_send = self._loop.time()
         transport = self._request.transport
         buffered = transport.get_write_buffer_size() if transport is not None else 0
