@@ -97,7 +97,8 @@ class EventFeed:
             if len(message) <= FORMAT_CACHE_BYTES:
                 cache = self._formatted
                 self._formatted_bytes += len(message)
-                while self._formatted_bytes > FORMAT_CACHE_BYTES:  # drop the oldest: dicts keep insertion order
+                # drop the oldest first: dicts keep insertion order
+                while self._formatted_bytes > FORMAT_CACHE_BYTES:
                     self._formatted_bytes -= len(cache.pop(next(iter(cache))))
                 cache[event.seq] = message
         return message

@@ -37,9 +37,12 @@ ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 # Ready-to-start waits: ~a loop iteration when workers are idle, queue-length
 # times attempt duration when they are not (a guess).
 START_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-MAX_TRACKED_READY = 100_000  # jobs whose ready time is remembered; beyond it the oldest are forgotten (a guess)
+# Jobs whose ready time is remembered; beyond it the oldest are forgotten (a guess).
+MAX_TRACKED_READY = 100_000
 
-_OUTCOMES = frozenset({EventType.SUCCEEDED, EventType.RETRY_SCHEDULED, EventType.FAILED, EventType.INTERRUPTED})
+_OUTCOMES = frozenset(
+    {EventType.SUCCEEDED, EventType.RETRY_SCHEDULED, EventType.FAILED, EventType.INTERRUPTED}
+)
 _BECOMES_READY = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
 
 
@@ -60,7 +63,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
-            "kasp_events", "Events appended to the log by this process, by type", ["type"], registry=self.registry
+            "kasp_events",
+            "Events appended to the log by this process, by type",
+            ["type"],
+            registry=self.registry,
         )
         self.attempt_duration = Histogram(
             "kasp_attempt_duration_seconds",
@@ -71,7 +77,7 @@ class Metrics:
         )
         self.start_latency = Histogram(
             "kasp_start_latency_seconds",
-            "Time from a job becoming ready (enqueue, requeue, interruption, retry due) to its attempt starting",
+            "Time from a job becoming ready (enqueued, requeued, interrupted, retry due) to its start",
             buckets=START_LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -179,4 +185,16 @@ class _LevelsCollector:
             streams.add_metric([], lv.streams)
             for reason in ("slow_consumer", "shutdown"):
                 dropped.add_metric([reason], lv.streams_dropped.get(reason, 0))
-        yield from (jobs, depth, capacity, delayed, workers, busy, accepting, retained, last_seq, streams, dropped)
+        yield from (
+            jobs,
+            depth,
+            capacity,
+            delayed,
+            workers,
+            busy,
+            accepting,
+            retained,
+            last_seq,
+            streams,
+            dropped,
+        )

@@ -37,7 +37,8 @@ log = logging.getLogger("kasp.stream")
 bp = Blueprint("stream")
 
 PAGE_EVENTS = 200  # events per read (~50 KB of messages with small payloads)
-CHUNK_BYTES = 64 * 1024  # a send carries at most this, or one message if that is larger: Sanic's write-buffer mark
+# A send carries at most this, or one message if that alone is larger: Sanic's write-buffer mark.
+CHUNK_BYTES = 64 * 1024
 RETRY_MS = 1000  # reconnect delay advertised to EventSource clients (a guess)
 DROP_FLUSH_S = 1.0  # how long a dropped stream's last message may wait to leave before the socket is aborted
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of a live stream
@@ -111,7 +112,9 @@ class _Stream:
                     break  # out of flush time: end with what was sent
                 wake = feed.wake_future()  # before the read: see feed.wake_future
                 caught_up_at_close = feed.closing
-                events = await self._store.read_events(after=sub.cursor, limit=PAGE_EVENTS, job_id=None, type=None)
+                events = await self._store.read_events(
+                    after=sub.cursor, limit=PAGE_EVENTS, job_id=None, type=None
+                )
                 if events:
                     gap = await self._gap(sub.cursor, events)
                     if gap is not None and not await self._send(sub, gap):

@@ -39,18 +39,36 @@ def free_port() -> int:
 
 
 @contextmanager
-def service_process(env: dict[str, str], tmp_path: Path, *, will_signal: bool = False) -> Iterator[ServiceProcess]:
+def service_process(
+    env: dict[str, str], tmp_path: Path, *, will_signal: bool = False
+) -> Iterator[ServiceProcess]:
     """Start `python -m sanic service.app:create_app --factory --single-process` and wait until ready.
 
     `will_signal`: also wait out the window after the first ready answer in which
     Sanic has not yet installed its signal handlers (notes §1)."""
     port = free_port()
     log_path = tmp_path / "kasp.log"
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PROCESSOR": "tests.support.processors:scripted", **env}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PROCESSOR": "tests.support.processors:scripted",
+        **env,
+    }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sanic", "service.app:create_app", "--factory", "--single-process",
-             "-H", "127.0.0.1", "-p", str(port), "--no-motd"],
+            [
+                sys.executable,
+                "-m",
+                "sanic",
+                "service.app:create_app",
+                "--factory",
+                "--single-process",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--no-motd",
+            ],
             cwd=ROOT,
             env=full_env,
             stdout=log,

@@ -99,5 +99,6 @@ def test_a_stalled_subscriber_is_dropped_and_memory_stays_bounded(
     assert stream_after <= 2 * (len(PAYLOAD) + stream_module.CHUNK_BYTES)
     assert cache_after <= feed_module.FORMAT_CACHE_BYTES + 64 * 1024
 
+
 def last_seq(client: httpx.Client) -> int:
     return int(client.get("/stats").json()["events"]["last_seq"])

@@ -40,7 +40,10 @@ def test_subscriber_sees_a_new_jobs_events_live_and_in_order(make_server: MakeSe
     assert sub.opened.wait(10)
     assert sub.messages[0] == Message("comment", "kasp event stream, events after seq 0")
 
-    assert client.post("/enqueue", json={"id": "live-1", "payload": "fail,ok", "max_retries": 1}).status_code == 202
+    assert (
+        client.post("/enqueue", json={"id": "live-1", "payload": "fail,ok", "max_retries": 1}).status_code
+        == 202
+    )
     assert sub.done.wait(10), sub.messages
     assert sub.error is None
 
@@ -68,7 +71,9 @@ def test_reconnecting_with_last_event_id_resumes_exactly_after_that_seq(make_ser
     log = all_events(client)
     last = log[-1]["seq"]
 
-    first = Subscriber(f"{server.url}/events/stream", stop_when=lambda ms: any(m.id == "7" for m in ms)).start()
+    first = Subscriber(
+        f"{server.url}/events/stream", stop_when=lambda ms: any(m.id == "7" for m in ms)
+    ).start()
     assert first.done.wait(10)
     assert first.seqs() == list(range(1, 8))
 
@@ -89,7 +94,9 @@ def test_after_parameter_resumes_after_that_seq(make_server: MakeServer) -> None
         client.post("/enqueue", json={"id": f"a{i}", "payload": "ok"})
     wait_until(lambda: client.get("/stats").json()["jobs"]["done"] == 3)
     last = client.get("/stats").json()["events"]["last_seq"]
-    sub = Subscriber(f"{server.url}/events/stream?after=4", stop_when=lambda ms: any(m.id == str(last) for m in ms))
+    sub = Subscriber(
+        f"{server.url}/events/stream?after=4", stop_when=lambda ms: any(m.id == str(last) for m in ms)
+    )
     assert sub.start().done.wait(10)
     assert sub.seqs() == list(range(5, last + 1))
 
@@ -133,8 +140,15 @@ def test_fifty_subscribers_see_every_event_of_a_thousand_jobs(tmp_path: Path) ->
     # Every tenth job fails its first attempt, so retries are in the stream too:
     # 3 events per job, 2 more per retried one, and nothing else on a fresh server.
     last_seq = jobs * 3 + 2 * (jobs // 10)
-    env = {"WORKERS": "8", "QUEUE_SIZE": str(jobs), "WORK_MIN_MS": "1", "WORK_MAX_MS": "3",
-           "BACKOFF_BASE_MS": "5", "BACKOFF_MAX_MS": "20", "LOG_LEVEL": "WARNING"}
+    env = {
+        "WORKERS": "8",
+        "QUEUE_SIZE": str(jobs),
+        "WORK_MIN_MS": "1",
+        "WORK_MAX_MS": "3",
+        "BACKOFF_BASE_MS": "5",
+        "BACKOFF_MAX_MS": "20",
+        "LOG_LEVEL": "WARNING",
+    }
     with service_process(env, tmp_path) as service:
         received = asyncio.run(_fan_out(service.url, jobs, subscribers, last_seq))
         with httpx.Client(base_url=service.url, timeout=10) as client:
@@ -148,7 +162,9 @@ def test_fifty_subscribers_see_every_event_of_a_thousand_jobs(tmp_path: Path) ->
 
 async def _fan_out(url: str, jobs: int, subscribers: int, last_seq: int) -> list[bytes]:
     marker = f"id: {last_seq}\n".encode()
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=100)
+    ) as client:
         opened = [asyncio.Event() for _ in range(subscribers)]
 
         async def subscribe(opened: asyncio.Event) -> bytes:
@@ -168,7 +184,9 @@ async def _fan_out(url: str, jobs: int, subscribers: int, last_seq: int) -> list
 
         async def enqueue(i: int) -> None:
             payload = "fail,ok" if i % 10 == 0 else "ok"
-            response = await client.post("/enqueue", json={"id": f"fan-{i}", "payload": payload, "max_retries": 1})
+            response = await client.post(
+                "/enqueue", json={"id": f"fan-{i}", "payload": payload, "max_retries": 1}
+            )
             assert response.status_code == 202
 
         for start in range(0, jobs, 10):  # ten requests in flight at a time
@@ -196,7 +214,9 @@ def test_a_cursor_older_than_retention_gets_a_gap_message(make_server: MakeServe
     assert [m.json() for m in sub.events()] == retained
 
 
-def test_open_streams_end_with_a_shutdown_message_and_carry_the_drains_events(make_server: MakeServer) -> None:
+def test_open_streams_end_with_a_shutdown_message_and_carry_the_drains_events(
+    make_server: MakeServer,
+) -> None:
     server, client = make_server(shutdown_timeout=0.2)
     subs = [Subscriber(f"{server.url}/events/stream").start() for _ in range(3)]
     for sub in subs:
