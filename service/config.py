@@ -155,7 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
         "STREAM_HEARTBEAT",
         "15",
         parse_seconds,
-        "seconds of silence after which /events/stream sends a comment heartbeat (under Sanic's 60 s RESPONSE_TIMEOUT)",
+        "seconds of silence before /events/stream sends a heartbeat comment (Sanic cuts streams idle 60 s)",
         0.01,
         50,
     ),
