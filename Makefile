@@ -51,3 +51,8 @@ chromium:
 
 clean:
 	rm -rf $(VENV) coverage .coverage .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench
+## Benchmarks print figures (never pass/fail): every script under bench/, one after another.
+bench: install
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

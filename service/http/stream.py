@@ -39,6 +39,11 @@ bp = Blueprint("stream")
 PAGE_EVENTS = 200  # events per read (~50 KB of messages with small payloads)
 # A send carries at most this, or one message if that alone is larger: Sanic's write-buffer mark.
 CHUNK_BYTES = 64 * 1024
+# Under a steady flow of events a stream sends at most once per this interval, so one send
+# carries many events: with 50 subscribers, bench/stream_fanout.py measured the server's CPU for
+# 1000 jobs at 6.7 s with no batching, 3.6 s at 10 ms, 1.5 s at 25 ms, 1.1 s at 50 ms. Quiet
+# streams send at once; a busy one delivers each event at most this much later.
+BATCH_S = 0.025
 RETRY_MS = 1000  # reconnect delay advertised to EventSource clients (a guess)
 DROP_FLUSH_S = 1.0  # how long a dropped stream's last message may wait to leave before the socket is aborted
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of a live stream
@@ -145,8 +150,13 @@ class _Stream:
             timeout = min(timeout, poll)
         if timeout > 0:
             await asyncio.wait((wake,), timeout=timeout)
-        if not wake.done() and self._loop.time() >= heartbeat_at:
-            await self._send(sub, b": keepalive\n\n")
+        if not wake.done():
+            if self._loop.time() >= heartbeat_at:
+                await self._send(sub, b": keepalive\n\n")
+            return
+        batch_at = self._last_send + BATCH_S
+        if batch_at > self._loop.time() and not self._feed.closing:
+            await asyncio.sleep(batch_at - self._loop.time())  # let more events join this send
 
     async def _gap(self, cursor: int, events: list[Event]) -> bytes | None:
         """A `gap` message when retention removed events this page would have held."""
