@@ -232,3 +232,13 @@ def test_open_streams_end_with_a_shutdown_message_and_carry_the_drains_events(
         assert [m.event for m in sub.events()] == ["enqueued", "started", "interrupted"]
         assert sub.messages[-1].event == "shutdown"
         assert sub.messages[-1].json()["last_seq"] == 3
+
+
+def test_a_client_that_disconnects_is_unsubscribed(make_server: MakeServer) -> None:
+    server, client = make_server()
+    subs = [Subscriber(f"{server.url}/events/stream", stop_when=lambda ms: True).start() for _ in range(3)]
+    for sub in subs:
+        assert sub.done.wait(10)  # each read its first message and closed the connection
+    wait_until(lambda: "kasp_streams 0.0" in client.get("/metrics").text)
+    assert server.app.ctx.feed.subscriptions == set()
+    assert server.app.ctx.feed.dropped == {}
