@@ -19,11 +19,12 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from sanic import Blueprint, Request
 from sanic.exceptions import RequestCancelled
 from sanic.response import HTTPResponse
+from sanic.server.protocols.base_protocol import SanicProtocol
 
 from domain.events import Event
 from service.feed import EventFeed, Subscription
@@ -131,7 +132,8 @@ class _Stream:
                     continue
                 if caught_up_at_close:
                     break
-                await self._idle(sub, wake)
+                if not await self._idle(sub, wake):
+                    return
             message = control_message(
                 "shutdown", message="the service is shutting down; reconnect to resume", last_seq=sub.cursor
             )
@@ -141,8 +143,9 @@ class _Stream:
         finally:
             feed.unsubscribe(sub)
 
-    async def _idle(self, sub: Subscription, wake: asyncio.Future[None]) -> None:
-        """Sleep until a commit, the store's poll interval, or the heartbeat is due."""
+    async def _idle(self, sub: Subscription, wake: asyncio.Future[None]) -> bool:
+        """Sleep until a commit, the store's poll interval, or the heartbeat is due.
+        False when the heartbeat found the subscriber stalled and dropped it."""
         heartbeat_at = self._last_send + self._heartbeat_s
         timeout = heartbeat_at - self._loop.time()
         poll = self._feed.poll_interval_s
@@ -152,11 +155,12 @@ class _Stream:
             await asyncio.wait((wake,), timeout=timeout)
         if not wake.done():
             if self._loop.time() >= heartbeat_at:
-                await self._send(sub, b": keepalive\n\n")
-            return
+                return await self._send(sub, b": keepalive\n\n")
+            return True
         batch_at = self._last_send + BATCH_S
         if batch_at > self._loop.time() and not self._feed.closing:
             await asyncio.sleep(batch_at - self._loop.time())  # let more events join this send
+        return True
 
     async def _gap(self, cursor: int, events: list[Event]) -> bytes | None:
         """A `gap` message when retention removed events this page would have held."""
@@ -206,7 +210,7 @@ class _Stream:
         finally:
             sub.send_deadline = sub.sending_since = None
         self._last_send = self._loop.time()
-        transport = self._request.transport
+        transport = self._transport()
         buffered = transport.get_write_buffer_size() if transport is not None else 0
         sub.buffered_bytes = buffered
         sub.peak_buffered_bytes = max(sub.peak_buffered_bytes, buffered)
@@ -239,9 +243,13 @@ class _Stream:
         log.warning(
             "event stream dropped (%s) at seq %d", reason, sub.cursor, extra={"action": "stream_dropped"}
         )
-        transport = self._request.transport
+        transport = self._transport()
         if transport is None or transport.is_closing():
             return
         transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(message), message))
         # Sanic's protocol closes gracefully and aborts if the buffer is still full after the timeout.
-        transport.get_protocol().close(timeout=DROP_FLUSH_S)
+        cast(SanicProtocol, transport.get_protocol()).close(timeout=DROP_FLUSH_S)
+
+    def _transport(self) -> asyncio.Transport | None:
+        # Sanic types it as its own TransportProtocol; it is the asyncio (or uvloop) transport.
+        return cast(asyncio.Transport | None, self._request.transport)
