@@ -15,7 +15,7 @@ import asyncio
 import json
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from domain.events import Event
 
@@ -34,7 +34,7 @@ class Subscription:
     sending_since: float | None = None
     #: bytes left in this subscriber's transport buffer after its last send
     buffered_bytes: int = 0
-    peak_buffered_bytes: int = field(default=0)
+    peak_buffered_bytes: int = 0
 
 
 class EventFeed:

@@ -88,10 +88,9 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        for event_type in EventType:  # every series exists from the start, at 0
-            self.events.labels(event_type.value)
-        for outcome in sorted(_OUTCOMES):
-            self.attempt_duration.labels(outcome.value)
+        # Children bound once (labels() takes a lock and a lookup); every series exists from the start, at 0.
+        self._events_by_type = {t: self.events.labels(t.value) for t in EventType}
+        self._duration_by_outcome = {t: self.attempt_duration.labels(t.value) for t in sorted(_OUTCOMES)}
         for reason in sorted(set(REJECTION_REASONS.values())):
             self.rejected.labels(reason)
         self._levels = _LevelsCollector()
@@ -101,8 +100,8 @@ class Metrics:
     # -- the store listener ------------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        self.events.labels(event.type.value).inc()
         kind = event.type
+        self._events_by_type[kind].inc()
         if kind is EventType.STARTED:
             ready_at_ms = self._ready_at_ms.pop(event.job_id, None)
             if ready_at_ms is not None:  # unknown when it became ready elsewhere (another instance)
@@ -111,7 +110,7 @@ class Metrics:
         if kind in _OUTCOMES:
             duration_ms = event.data.get("duration_ms")
             if duration_ms is not None:  # an `interrupted` of a lost lease has none
-                self.attempt_duration.labels(kind.value).observe(duration_ms / 1000)
+                self._duration_by_outcome[kind].observe(duration_ms / 1000)
         if kind in _BECOMES_READY:
             self._remember_ready(event.job_id, event.at_ms)
         elif kind is EventType.RETRY_SCHEDULED:
