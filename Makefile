@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install start test coverage coverage-html lint format doc clean
+.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium
+
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +20,10 @@ install: $(STAMP)
 start: install
 	$(BIN)/sanic service.app:create_app --factory --single-process --no-motd
 
-test: install
+test: install graphviz chromium
 	$(BIN)/pytest
 
-coverage: install
+coverage: install graphviz chromium
 	$(BIN)/pytest --cov --cov-report=term-missing --cov-report=html
 
 coverage-html: coverage
@@ -37,8 +39,21 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-doc: install
+doc: install graphviz
 	$(BIN)/python -m service.docgen docs/DOCUMENTATION.md
+
+## Debian packages for the state diagram (dot + the font its layout is measured in) and
+## the browser tests; apt-installed when missing (CI runs as root on a fresh machine).
+graphviz:
+	@command -v dot >/dev/null && fc-list : family | grep -qx "DejaVu Sans" || ($(APT_INSTALL) graphviz fonts-dejavu-core)
+
+chromium:
+	@test -x /usr/bin/chromium || ($(APT_INSTALL) chromium)
 
 clean:
 	rm -rf $(VENV) coverage .coverage .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench
+## Benchmarks print figures (never pass/fail): every script under bench/, one after another.
+bench: install
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -27,8 +27,11 @@ from service import config as config_module
 from service.clock import now_ms
 from service.config import Config, ConfigError
 from service.engine import Engine
-from service.http import enqueue, events, health, jobs, stats
+from service.feed import EventFeed
+from service.http import docs, enqueue, events, health, jobs, stats, stream
+from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
+from service.metrics import Metrics
 from service.pool import WorkerPool
 from service.processors import load_processor
 from service.store import open_store
@@ -66,7 +69,7 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     app.config.HOST, app.config.PORT = config.host, config.port
     app.ctx.config = config
     app.ctx.ready = False
-    for module in (enqueue, jobs, events, health, stats):
+    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes):
         app.blueprint(module.bp)
 
     app.main_process_start(_refuse_several_processes)
@@ -91,6 +94,10 @@ async def _start(app: Sanic) -> None:
     store = open_store(config.store, retain_finished=config.retain_finished)
     await store.open()
     app.ctx.store = store
+    app.ctx.metrics = Metrics()
+    store.add_listener(app.ctx.metrics.on_event)
+    app.ctx.feed = EventFeed(poll_interval_s=store.poll_interval_s)
+    store.add_listener(app.ctx.feed.on_event)
     app.ctx.engine = Engine(store, capacity=config.queue_size, clock=now_ms)
     app.ctx.pool = WorkerPool(
         store,
@@ -155,6 +162,7 @@ async def _drain_once(app: Sanic) -> None:
             extra={"action": "shutdown_unfinished"},
         )
     log.info("worker pool stopped", extra={"action": "shutdown_drained"})
+    app.ctx.feed.close()  # after the pool, so streams still carry the drain's own events
 
 
 async def _close(app: Sanic) -> None:

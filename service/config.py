@@ -153,6 +153,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LOG_LEVEL", "INFO", parse_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     Setting("ACCESS_LOG", "0", parse_bool, "log every HTTP request (off by default: it costs throughput)"),
+    Setting(
+        "STREAM_HEARTBEAT",
+        "15",
+        parse_seconds,
+        "seconds of silence before /events/stream sends a heartbeat comment (Sanic cuts streams idle 60 s)",
+        0.01,
+        50,
+    ),
+    Setting(
+        "STREAM_SEND_TIMEOUT",
+        "10",
+        parse_seconds,
+        "seconds an /events/stream subscriber may leave data unread before it is dropped",
+        0.01,
+        50,
+    ),
 )
 
 
@@ -174,6 +190,8 @@ class Config:
     retain_finished: int = 100_000
     log_level: str = "INFO"
     access_log: bool = False
+    stream_heartbeat: float = 15.0
+    stream_send_timeout: float = 10.0
 
 
 def load(environ: Mapping[str, str]) -> Config:

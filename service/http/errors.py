@@ -99,4 +99,8 @@ class KaspErrorHandler(ErrorHandler):
     whatever the client's Accept header says."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
-        return render(exception)
+        response = render(exception)
+        metrics = getattr(request.app.ctx, "metrics", None)  # absent before the server starts
+        if metrics is not None:
+            metrics.count_rejection(request.method, request.path, response.status)
+        return response

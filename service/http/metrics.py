@@ -1,0 +1,28 @@
+"""GET /metrics: Prometheus exposition (text format, or OpenMetrics when asked for)."""
+
+from __future__ import annotations
+
+from prometheus_client.exposition import choose_encoder
+from sanic import Blueprint, HTTPResponse, Request
+from sanic.response import raw
+
+from service.metrics import Levels
+
+bp = Blueprint("metrics")
+
+
+@bp.get("/metrics")
+async def metrics(request: Request) -> HTTPResponse:
+    ctx = request.app.ctx
+    stats = await ctx.store.stats()
+    levels = Levels(
+        store=stats,
+        queue_capacity=ctx.config.queue_size,
+        workers=ctx.pool.size,
+        workers_busy=ctx.pool.busy,
+        accepting=ctx.engine.accepting,
+        streams=len(ctx.feed.subscriptions),
+        streams_dropped=ctx.feed.dropped,
+    )
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return raw(ctx.metrics.render(levels, encoder), content_type=content_type)

@@ -1,0 +1,199 @@
+"""Prometheus metrics: counters fed by the store listener, gauges read at scrape time.
+
+Nothing here runs per request. Per event, the listener bumps a counter and, for
+`started` and outcome events, observes one histogram sample. Levels (jobs by
+state, queue depth, busy workers, ...) are not tracked at all: /metrics reads
+them from `store.stats()` and the pool when scraped, so they cannot drift from
+/stats. Each app has its own registry (tests run several apps in one process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from domain.events import Event
+from domain.states import EventType, JobState
+from service.store.base import StoreStats
+
+# Rejected POST /enqueue by status -> reason label. The statuses come from the one
+# error table (service/http/errors.py); this only groups them for operators.
+REJECTION_REASONS: Mapping[int, str] = {
+    400: "invalid",
+    413: "invalid",
+    415: "invalid",
+    409: "conflict",
+    429: "full",
+    503: "draining",
+}
+ENQUEUE_PATH = "/enqueue"
+
+# Seconds. Simulated attempts take 0.1-0.5 s (SPEC defaults); real processors
+# vary widely, so the buckets reach minutes (a guess).
+ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+# Ready-to-start waits: ~a loop iteration when workers are idle, queue-length
+# times attempt duration when they are not (a guess).
+START_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# Jobs whose ready time is remembered; beyond it the oldest are forgotten (a guess).
+MAX_TRACKED_READY = 100_000
+
+_OUTCOMES = frozenset(
+    {EventType.SUCCEEDED, EventType.RETRY_SCHEDULED, EventType.FAILED, EventType.INTERRUPTED}
+)
+_BECOMES_READY = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
+
+
+@dataclass(frozen=True, slots=True)
+class Levels:
+    """What /metrics reports as gauges: the same sources /stats reads."""
+
+    store: StoreStats
+    queue_capacity: int
+    workers: int
+    workers_busy: int
+    accepting: bool
+    streams: int
+    streams_dropped: Mapping[str, int]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "kasp_events",
+            "Events appended to the log by this process, by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.attempt_duration = Histogram(
+            "kasp_attempt_duration_seconds",
+            "Duration of finished attempts, by outcome event",
+            ["outcome"],
+            buckets=ATTEMPT_BUCKETS,
+            registry=self.registry,
+        )
+        self.start_latency = Histogram(
+            "kasp_start_latency_seconds",
+            "Time from a job becoming ready (enqueued, requeued, interrupted, retry due) to its start",
+            buckets=START_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "kasp_enqueue_rejected",
+            "POST /enqueue requests refused, by reason: invalid (400/413/415), conflict (409), "
+            "full (429), draining (503)",
+            ["reason"],
+            registry=self.registry,
+        )
+        # Children bound once (labels() takes a lock and a lookup); every series exists from the start, at 0.
+        self._events_by_type = {t: self.events.labels(t.value) for t in EventType}
+        self._duration_by_outcome = {t: self.attempt_duration.labels(t.value) for t in sorted(_OUTCOMES)}
+        for reason in sorted(set(REJECTION_REASONS.values())):
+            self.rejected.labels(reason)
+        self._levels = _LevelsCollector()
+        self.registry.register(self._levels)
+        self._ready_at_ms: dict[str, int] = {}
+
+    # -- the store listener ------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        kind = event.type
+        self._events_by_type[kind].inc()
+        if kind is EventType.STARTED:
+            ready_at_ms = self._ready_at_ms.pop(event.job_id, None)
+            if ready_at_ms is not None:  # unknown when it became ready elsewhere (another instance)
+                self.start_latency.observe(max(0, event.at_ms - ready_at_ms) / 1000)
+            return
+        if kind in _OUTCOMES:
+            duration_ms = event.data.get("duration_ms")
+            if duration_ms is not None:  # an `interrupted` of a lost lease has none
+                self._duration_by_outcome[kind].observe(duration_ms / 1000)
+        if kind in _BECOMES_READY:
+            self._remember_ready(event.job_id, event.at_ms)
+        elif kind is EventType.RETRY_SCHEDULED:
+            self._remember_ready(event.job_id, event.at_ms + event.data["delay_ms"])
+
+    def _remember_ready(self, job_id: str, at_ms: int) -> None:
+        ready = self._ready_at_ms
+        ready.pop(job_id, None)  # re-insert at the end: the dict's order is age order
+        if len(ready) >= MAX_TRACKED_READY:
+            del ready[next(iter(ready))]
+        ready[job_id] = at_ms
+
+    # -- HTTP --------------------------------------------------------------
+
+    def count_rejection(self, method: str, path: str, status: int) -> None:
+        """Called for every error response; counts those that refused an enqueue."""
+        if path == ENQUEUE_PATH and method == "POST":
+            reason = REJECTION_REASONS.get(status)
+            if reason is not None:
+                self.rejected.labels(reason).inc()
+
+    def render(self, levels: Levels, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
+        """The exposition text with `levels` as the gauges' values (one scrape)."""
+        self._levels.levels = levels
+        try:
+            return encoder(self.registry)
+        finally:
+            self._levels.levels = None
+
+
+class _LevelsCollector:
+    """Gauges computed from one `Levels` snapshot taken by the /metrics handler."""
+
+    def __init__(self) -> None:
+        self.levels: Levels | None = None
+
+    def describe(self) -> list[Metric]:
+        return list(self._families(None))
+
+    def collect(self) -> list[Metric]:
+        return list(self._families(self.levels))
+
+    def _families(self, lv: Levels | None) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("kasp_jobs", "Retained jobs by state", labels=["state"])
+        depth = GaugeMetricFamily("kasp_queue_depth", "Jobs admitted and ready, not yet started")
+        capacity = GaugeMetricFamily("kasp_queue_capacity", "QUEUE_SIZE: ready jobs admitted before 429")
+        delayed = GaugeMetricFamily("kasp_queue_delayed", "Queued jobs waiting out a retry delay")
+        workers = GaugeMetricFamily("kasp_workers", "Worker tasks in the pool (WORKERS)")
+        busy = GaugeMetricFamily("kasp_workers_busy", "Workers running an attempt")
+        accepting = GaugeMetricFamily("kasp_accepting", "1 while POST /enqueue admits jobs, 0 once draining")
+        retained = GaugeMetricFamily("kasp_events_retained", "Events in the log (after retention eviction)")
+        last_seq = GaugeMetricFamily("kasp_events_last_seq", "Seq of the newest event")
+        streams = GaugeMetricFamily("kasp_streams", "Open GET /events/stream subscribers")
+        dropped = CounterMetricFamily(
+            "kasp_streams_dropped",
+            "Event streams ended by the server: slow_consumer (accepted no data for STREAM_SEND_TIMEOUT) "
+            "or shutdown (still blocked when the service stopped)",
+            labels=["reason"],
+        )
+        if lv is not None:
+            for state in JobState:
+                jobs.add_metric([state.value], lv.store.jobs.get(state, 0))
+            depth.add_metric([], lv.store.ready)
+            capacity.add_metric([], lv.queue_capacity)
+            delayed.add_metric([], lv.store.delayed)
+            workers.add_metric([], lv.workers)
+            busy.add_metric([], lv.workers_busy)
+            accepting.add_metric([], 1 if lv.accepting else 0)
+            retained.add_metric([], lv.store.event_count)
+            last_seq.add_metric([], lv.store.last_seq)
+            streams.add_metric([], lv.streams)
+            for reason in ("slow_consumer", "shutdown"):
+                dropped.add_metric([reason], lv.streams_dropped.get(reason, 0))
+        yield from (
+            jobs,
+            depth,
+            capacity,
+            delayed,
+            workers,
+            busy,
+            accepting,
+            retained,
+            last_seq,
+            streams,
+            dropped,
+        )
