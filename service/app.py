@@ -144,7 +144,16 @@ async def _drain_once(app: Sanic) -> None:
         app.ctx.pool.busy,
         extra={"action": "shutdown_begin"},
     )
-    await app.ctx.pool.stop(timeout_s=config.shutdown_timeout, force=force)
+    try:
+        await app.ctx.pool.stop(timeout_s=config.shutdown_timeout, force=force)
+        await _report_drain(app)
+    finally:
+        # After the pool, so streams still carry the drain's own events; in `finally`
+        # so a failing drain never leaves streams holding the exit open.
+        app.ctx.feed.close()
+
+
+async def _report_drain(app: Sanic) -> None:
     outcomes = app.ctx.pool.recorded_while_draining
     log.info(
         "drained: %d attempts ended during shutdown%s%s",
@@ -154,7 +163,7 @@ async def _drain_once(app: Sanic) -> None:
         extra={"action": "shutdown_outcomes"},
     )
     unfinished = await app.ctx.store.unfinished_job_ids()
-    if unfinished and config.store.startswith("memory"):
+    if unfinished and app.ctx.config.store.startswith("memory"):
         log.warning(
             "exiting with %d unfinished jobs, lost with the memory store: %s",
             len(unfinished),
@@ -162,7 +171,6 @@ async def _drain_once(app: Sanic) -> None:
             extra={"action": "shutdown_unfinished"},
         )
     log.info("worker pool stopped", extra={"action": "shutdown_drained"})
-    app.ctx.feed.close()  # after the pool, so streams still carry the drain's own events
 
 
 async def _close(app: Sanic) -> None:
