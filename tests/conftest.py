@@ -27,7 +27,9 @@ def pg_dsn() -> Iterator[str]:
     try:
         asyncio.run(create_database(PG_ADMIN_DSN, name))
     except OSError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({exc}); start it with .ci/start-postgres")
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({exc}); start it with .ci/start-postgres"
+        )
     yield dsn_for(PG_ADMIN_DSN, name)
     asyncio.run(drop_database(PG_ADMIN_DSN, name))
 

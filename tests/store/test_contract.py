@@ -28,7 +28,9 @@ async def all_events(store: EventStore) -> list[Event]:
     return await store.read_events(after=0, limit=BIG, job_id=None, type=None)
 
 
-def test_enqueue_creates_a_queued_job_with_seq_1_and_a_resend_returns_it(store: EventStore, harness: StoreHarness) -> None:
+def test_enqueue_creates_a_queued_job_with_seq_1_and_a_resend_returns_it(
+    store: EventStore, harness: StoreHarness
+) -> None:
     view, created = harness.run(store.enqueue(enqueued("a", "x", 2), capacity=10))
     assert created and view.state is JobState.QUEUED and view.created_seq == 1 and view.version == 1
     again, created_again = harness.run(store.enqueue(enqueued("a", "other", 5), capacity=10))
@@ -53,7 +55,9 @@ def test_a_full_queue_refuses_new_ids_and_writes_nothing_but_answers_known_ones(
     assert (stats.ready, stats.last_seq, stats.event_count) == (2, 2, 2)
 
 
-def test_claims_take_the_oldest_ready_job_and_hand_each_to_one_caller(store: EventStore, harness: StoreHarness) -> None:
+def test_claims_take_the_oldest_ready_job_and_hand_each_to_one_caller(
+    store: EventStore, harness: StoreHarness
+) -> None:
     for i in range(8):
         harness.run(store.enqueue(enqueued(f"j{i}"), capacity=100))
 
@@ -78,7 +82,9 @@ def test_claims_follow_enqueue_order(store: EventStore, harness: StoreHarness) -
     assert [v.id for v in order if v is not None] == ["first", "second", "third"]
 
 
-def test_a_stale_version_is_refused_and_an_unknown_job_is_reported(store: EventStore, harness: StoreHarness) -> None:
+def test_a_stale_version_is_refused_and_an_unknown_job_is_reported(
+    store: EventStore, harness: StoreHarness
+) -> None:
     harness.run(store.enqueue(enqueued("a"), capacity=10))
     running = harness.run(store.claim_ready(at_ms=now_ms()))
     assert running is not None
@@ -117,11 +123,15 @@ def test_a_delayed_retry_is_not_ready_until_due_and_does_not_count_against_capac
     assert (stats.ready, stats.delayed, stats.jobs[JobState.QUEUED]) == (0, 1, 1)
     harness.run(store.enqueue(enqueued("b"), capacity=1))  # the waiting retry holds no queue slot
     later = view.next_attempt_at_ms + 1
-    claimed = {v.id: v for v in (harness.run(store.claim_ready(at_ms=later)) for _ in range(2)) if v is not None}
+    claimed = {
+        v.id: v for v in (harness.run(store.claim_ready(at_ms=later)) for _ in range(2)) if v is not None
+    }
     assert sorted(claimed) == ["a", "b"] and claimed["a"].attempts == 2
 
 
-def test_reads_page_filter_and_replay_to_the_live_projection(store: EventStore, harness: StoreHarness) -> None:
+def test_reads_page_filter_and_replay_to_the_live_projection(
+    store: EventStore, harness: StoreHarness
+) -> None:
     for i in range(5):
         harness.run(store.enqueue(enqueued(f"j{i}"), capacity=100))
     for _ in range(3):
@@ -133,12 +143,16 @@ def test_reads_page_filter_and_replay_to_the_live_projection(store: EventStore, 
     page1 = harness.run(store.read_events(after=0, limit=4, job_id=None, type=None))
     page2 = harness.run(store.read_events(after=page1[-1].seq, limit=4, job_id=None, type=None))
     assert [e.seq for e in page1 + page2] == list(range(1, 9))
-    assert [e.job_id for e in harness.run(store.read_events(after=0, limit=10, job_id="j1", type=None))] == ["j1"] * 3
+    assert [e.job_id for e in harness.run(store.read_events(after=0, limit=10, job_id="j1", type=None))] == [
+        "j1"
+    ] * 3
     done = harness.run(store.read_events(after=0, limit=10, job_id=None, type=EventType.SUCCEEDED))
     assert [e.job_id for e in done] == ["j0", "j1", "j2"]
     listing = harness.run(store.list_jobs(state=None, limit=3, cursor=0))
     rest = harness.run(store.list_jobs(state=None, limit=3, cursor=listing.next_cursor or 0))
-    assert [v.id for v in listing.jobs + rest.jobs] == [f"j{i}" for i in range(5)] and rest.next_cursor is None
+    assert [v.id for v in listing.jobs + rest.jobs] == [
+        f"j{i}" for i in range(5)
+    ] and rest.next_cursor is None
     queued = harness.run(store.list_jobs(state=JobState.QUEUED, limit=10, cursor=0))
     assert [v.id for v in queued.jobs] == ["j3", "j4"]
     replayed = project(events)
