@@ -1,63 +1,79 @@
 """The shared durable store: PostgreSQL through asyncpg, for one or many kasp instances.
 
-Every change is one transaction that writes the event row, the job row (the
-projection) and the `kasp_log` row together; callers get their answer only
-after COMMIT.
+Group commit. Requests (enqueue, append, claim, lease recovery) queue up in
+the instance and are committed in batches: while one transaction is being
+committed, the next requests wait, then all of them go into the next
+transaction (at most `MAX_BATCH`). A batch is decided with a fixed number of
+round trips, whatever its size (the job rows it needs are read in one query,
+events and job rows are written with one `unnest` statement each), and costs
+one WAL flush. Callers get their answer only after COMMIT: a 202 means the
+job is on disk. The event rows, the job rows (the projection) and the
+`kasp_log` row change in that one transaction, or not at all.
 
 Seq and visibility. `kasp_log` is a single row holding the last seq and the
-job counts. Each writing transaction updates it as its LAST step before
-inserting its event(s), taking that row's lock until COMMIT. So transactions
-that append events are serialised on that lock: the one that takes seq n+1
-can only do so after the one holding seq n has committed and become visible
-(PostgreSQL releases row locks after the commit is visible to new snapshots).
-Commit order is therefore seq order, every snapshot sees a gap-free prefix of
-the log, and a reader paging with `seq > after` never skips an event that a
-later read would return, however many instances append. The price is that
-appends are serialised on one row; each transaction holds it only for its
-last statements and COMMIT (see docs/STORAGE.md for figures). The same lock
-makes QUEUE_SIZE admission exact across instances: an enqueue counts ready
-jobs only once it holds it.
+job counts. Every writing transaction locks it FIRST (`SELECT ... FOR
+UPDATE`) and keeps it until COMMIT, so writing transactions from all
+instances are serialised: the one that assigns seq n+1 starts only after the
+one that assigned seq n has committed and become visible (PostgreSQL
+releases row locks after the commit is visible to new snapshots). Commit
+order is therefore seq order, every snapshot sees a gap-free prefix of the
+log, and a reader paging with `seq > after` never skips an event that a
+later read would return, however many instances append. The same lock makes
+QUEUE_SIZE admission exact across instances (ready jobs are counted while it
+is held) and, because every writer takes it before any job row, rules out
+deadlocks between writers. Serialising costs throughput only per batch, not
+per request: see docs/STORAGE.md.
 
-Claims. `claim_ready` picks the oldest ready job with `FOR UPDATE SKIP
-LOCKED` (a job being claimed elsewhere is skipped, not waited for), records
-`started` and gives the attempt a lease owned by this instance, measured on
-the database's clock so instances need not agree on time. Locks are always
-taken job row(s) first, `kasp_log` last, so transactions cannot deadlock.
+Claims. Ready jobs are picked oldest first with `FOR UPDATE SKIP LOCKED` and
+given `started` and a lease owned by this instance, measured on the
+database's clock so instances need not agree on time. Lease renewals skip
+rows a batch holds (they are changing anyway) and so never wait.
 
 Wake-ups. A trigger NOTIFYs channel `kasp_events` for every event with
 "<application_name> <type> <due_ms>"; each instance LISTENs on a dedicated
 connection and tells its remote listeners about other instances' events
-(its own arrive through `add_listener`). Notifications are best effort (a
-dropped LISTEN connection is re-opened), so idle workers also poll every
-`POLL_INTERVAL_S`.
+(its own reach `add_listener` listeners, after COMMIT, in seq order).
+Notifications are best effort (a dropped LISTEN connection is re-opened), so
+idle workers also poll every `POLL_INTERVAL_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import asyncpg
 
-from domain.errors import QueueFull, UnknownJob, VersionConflict
+from domain.errors import KaspError, QueueFull, UnknownJob, VersionConflict
 from domain.events import Event
 from domain.job import interrupt, start
-from domain.projection import JobView, apply
+from domain.projection import JobView, ProjectionError, apply
 from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, RemoteListener, StoreStats
-from service.store.rows import EVENT_COLUMNS, JOB_COLUMNS, event_from_row, event_row, view_from_row, view_row
+from service.store.rows import (
+    EVENT_COLUMNS,
+    JOB_COLUMNS,
+    event_from_row,
+    event_row,
+    ready_at_ms,
+    view_from_row,
+    view_row,
+)
 
 log = logging.getLogger("kasp.store.postgres")
 
 POLL_INTERVAL_S = 1.0  # a guess: the fallback when a notification is lost; also the SSE poll pace
 POOL_MAX_SIZE = 10  # a guess: WORKERS' claims plus concurrent requests; 100 connections / 10 instances
 RECOVER_BATCH = 100  # expired leases recovered per transaction
+MAX_BATCH = 1000  # requests per commit; a guess that bounds one transaction to ~10 ms of work
 LEASE_EXPIRED_REASON = "lease_expired"
 CHANNEL = "kasp_events"
 SCHEMA_LOCK_KEY = 0x6B617370  # "kasp": the advisory lock that serialises schema upgrades
@@ -130,58 +146,78 @@ _JOB_TYPES = (
     "bigint", "bigint", "bigint", "integer", "bigint", "bigint",
 )  # fmt: skip
 _EVENT_TYPES = ("bigint", "text", "integer", "text", "bigint", "text", "text", "integer", "text")
-_EVENT_PARAMS = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(_EVENT_TYPES))
 _N_EVENT = len(EVENT_COLUMNS)
 
 _SELECT_JOB = f"SELECT {_JOB_COLS} FROM kasp_jobs WHERE id = $1"
-_LOCK_JOB = _SELECT_JOB + " FOR UPDATE"
-_TAKE_SEQS = """UPDATE kasp_log SET last_seq = last_seq + $1, event_count = event_count + $1,
-    queued = queued + $2, running = running + $3, done = done + $4, failed = failed + $5
-    RETURNING last_seq, queued"""
-_NOT_DUE = "SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > $1"
-_INSERT_JOB_AND_EVENT = f"""WITH j AS (
-        INSERT INTO kasp_jobs ({_JOB_COLS}) VALUES (
-            {", ".join(f"${_N_EVENT + i + 1}::{t}" for i, t in enumerate(_JOB_TYPES))})
-        RETURNING 1)
-    INSERT INTO kasp_events ({_EVENT_COLS}) SELECT {_EVENT_PARAMS} FROM j"""
-# Parameters: the event's columns ($1..$9, so $2 is the job id), then the job's
-# columns but its id, then lease owner, lease duration (ms), the prior version.
-_OWNER_P = _N_EVENT + len(JOB_COLUMNS)
-_JOB_SETS = ", ".join(
-    f"{c} = ${_N_EVENT + i + 1}::{t}"
-    for i, (c, t) in enumerate(zip(JOB_COLUMNS[1:], _JOB_TYPES[1:], strict=True))
-)
-_UPDATE_JOB_AND_INSERT_EVENT = f"""WITH j AS (
-        UPDATE kasp_jobs SET {_JOB_SETS},
-            lease_owner = ${_OWNER_P}::text,
-            lease_expires_ms = CASE WHEN ${_OWNER_P}::text IS NULL THEN NULL
-                ELSE {_DB_NOW_MS} + ${_OWNER_P + 1}::bigint END
-        WHERE id = $2::text AND version = ${_OWNER_P + 2}::integer
-        RETURNING 1)
-    INSERT INTO kasp_events ({_EVENT_COLS}) SELECT {_EVENT_PARAMS} FROM j"""
+_LOCK_LOG = "SELECT last_seq, queued FROM kasp_log FOR UPDATE"
+_LOCK_JOBS = f"SELECT {_JOB_COLS} FROM kasp_jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 _CLAIM = f"""SELECT {_JOB_COLS} FROM kasp_jobs
     WHERE state = 'queued' AND ready_at_ms <= $1
-    ORDER BY ready_at_ms, created_seq LIMIT 1 FOR UPDATE SKIP LOCKED"""
+    ORDER BY ready_at_ms, created_seq LIMIT $2 FOR UPDATE SKIP LOCKED"""
 _EXPIRED = f"""SELECT {_JOB_COLS} FROM kasp_jobs
     WHERE state = 'running' AND lease_expires_ms < {_DB_NOW_MS}
     ORDER BY lease_expires_ms LIMIT {RECOVER_BATCH} FOR UPDATE SKIP LOCKED"""
+_NOT_DUE = "SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > $1"
+_ADVANCE_LOG = """UPDATE kasp_log SET last_seq = $1, event_count = event_count + $2,
+    queued = queued + $3, running = running + $4, done = done + $5, failed = failed + $6"""
+_INSERT_EVENTS = f"""INSERT INTO kasp_events ({_EVENT_COLS})
+    SELECT * FROM unnest({", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_EVENT_TYPES))})"""
+# One row per changed job: its new columns, then the lease owner (NULL unless running);
+# the lease runs from the database's clock for $15 ms.
+_UPSERT_JOBS = f"""INSERT INTO kasp_jobs ({_JOB_COLS}, lease_owner, lease_expires_ms)
+    SELECT u.*, CASE WHEN u.lease_owner IS NULL THEN NULL ELSE {_DB_NOW_MS} + $15::bigint END
+    FROM unnest({", ".join(f"${i + 1}::{t}[]" for i, t in enumerate((*_JOB_TYPES, "text")))})
+        AS u({_JOB_COLS}, lease_owner)
+    ON CONFLICT (id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:])},
+        lease_owner = EXCLUDED.lease_owner, lease_expires_ms = EXCLUDED.lease_expires_ms"""
+# SKIP LOCKED: a row a commit batch holds is about to change anyway; never wait (or deadlock) for it.
 _RENEW = f"""UPDATE kasp_jobs SET lease_expires_ms = {_DB_NOW_MS} + $3
-    WHERE id = ANY($1::text[]) AND lease_owner = $2 AND state = 'running'"""
+    WHERE id IN (SELECT id FROM kasp_jobs WHERE id = ANY($1::text[]) AND lease_owner = $2
+                 AND state = 'running' FOR UPDATE SKIP LOCKED)"""
 
 _STATE_INDEX = {JobState.QUEUED: 0, JobState.RUNNING: 1, JobState.DONE: 2, JobState.FAILED: 3}
 
 
-def _state_deltas(prev: JobView | None, view: JobView) -> list[int]:
-    deltas = [0, 0, 0, 0]
-    if prev is not None:
-        deltas[_STATE_INDEX[prev.state]] -= 1
-    deltas[_STATE_INDEX[view.state]] += 1
-    return deltas
+def _is_ready(view: JobView, at_ms: int) -> bool:
+    due = ready_at_ms(view)
+    return due is not None and due <= at_ms
 
 
-def _would_be(prev: JobView | None, event: Event) -> JobView:
-    """The view after `event`, before its seq is known (to count the state change)."""
-    return apply(prev, dataclasses.replace(event, seq=prev.created_seq if prev is not None else 0))
+@dataclasses.dataclass(slots=True)
+class _Op:
+    """One caller's request, waiting for the next commit batch."""
+
+    kind: str  #: "enqueue", "append", "claim" or "recover"
+    fut: asyncio.Future[Any]
+    event: Event | None = None
+    capacity: int = 0
+    at_ms: int = 0
+
+
+class _Batch:
+    """One transaction's decisions: the jobs it read or changed, and its events with their seqs."""
+
+    def __init__(self, last_seq: int, at_ms: int) -> None:
+        self.next_seq = last_seq + 1
+        self.at_ms = at_ms
+        self.views: dict[str, JobView] = {}  # every job row read, as changed so far
+        self.changed: dict[str, JobView] = {}
+        self.events: list[Event] = []
+        self.deltas = [0, 0, 0, 0]  # jobs by state, in _STATE_INDEX order
+        self.ready = 0  # queued and due, counting this batch's changes
+
+    def record(self, prev: JobView | None, event: Event) -> JobView:
+        event = dataclasses.replace(event, seq=self.next_seq)
+        view = apply(prev, event)  # raises before anything changes
+        self.next_seq += 1
+        self.events.append(event)
+        self.views[view.id] = self.changed[view.id] = view
+        if prev is not None:
+            self.deltas[_STATE_INDEX[prev.state]] -= 1
+            self.ready -= _is_ready(prev, self.at_ms)
+        self.deltas[_STATE_INDEX[view.state]] += 1
+        self.ready += _is_ready(view, self.at_ms)
+        return view
 
 
 class PostgresStore:
@@ -196,6 +232,9 @@ class PostgresStore:
         self._listen_conn: asyncpg.Connection | None = None
         self._listeners: list[EventListener] = []
         self._remote_listeners: list[RemoteListener] = []
+        self._lease_ms = int(lease_timeout_s * 1000)
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -209,6 +248,8 @@ class PostgresStore:
         await self._listen()
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher], timeout=30)  # let queued writes commit
         if self._listen_conn is not None:
             await self._listen_conn.close()
             self._listen_conn = None
@@ -260,102 +301,137 @@ class PostgresStore:
 
     # -- writing -----------------------------------------------------------
 
-    async def _record(
-        self, conn: asyncpg.Connection, prev: JobView | None, event: Event
-    ) -> tuple[JobView, Event]:
-        """Write `event` and the job row after it; the caller's transaction holds the job row."""
-        deltas = _state_deltas(prev, _would_be(prev, event))
-        seq = (await conn.fetchrow(_TAKE_SEQS, 1, *deltas))[0]  # the kasp_log lock: see the module doc
-        event = dataclasses.replace(event, seq=seq)
-        view = apply(prev, event)
-        if prev is None:
-            status = await conn.execute(_INSERT_JOB_AND_EVENT, *event_row(event), *view_row(view))
-        else:
-            owner = self.instance_id if view.state is JobState.RUNNING else None
-            lease_ms = int(self.lease_s * 1000)
-            status = await conn.execute(
-                _UPDATE_JOB_AND_INSERT_EVENT,
-                *event_row(event),
-                *view_row(view)[1:],
-                owner,
-                lease_ms,
-                prev.version,
+    def _submit(self, op: _Op) -> asyncio.Future[Any]:
+        self._pending.append(op)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="kasp-pg-commits")
+        return op.fut
+
+    def _op(self, kind: str, **fields: Any) -> asyncio.Future[Any]:
+        return self._submit(_Op(kind, asyncio.get_running_loop().create_future(), **fields))
+
+    async def _flush(self) -> None:
+        """Commit what is pending, one batch (one transaction) at a time, until nothing is."""
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                await self._commit(batch)
+            except asyncpg.PostgresError:
+                if len(batch) == 1:
+                    _fail(batch, sys.exc_info()[1] or RuntimeError("commit failed"))
+                    continue
+                for op in batch:  # one bad request must not fail its neighbours: try each alone
+                    try:
+                        await self._commit([op])
+                    except Exception as exc:
+                        _fail([op], exc)
+            except Exception as exc:  # the connection or the server is gone: nothing committed
+                _fail(batch, exc)
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        """Decide every request of `batch` and write the result in ONE transaction (group commit)."""
+        at_ms = now_ms()
+        outcomes: list[tuple[_Op, Any, BaseException | None]] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            # kasp_log first, always: it orders commits (seq) and serialises admission; see module doc.
+            last_seq, queued = await conn.fetchrow(_LOCK_LOG)
+            b = _Batch(last_seq, at_ms)
+            ids = sorted({op.event.job_id for op in batch if op.event is not None})
+            for row in await conn.fetch(_LOCK_JOBS, ids) if ids else ():
+                b.views[row[0]] = view_from_row(row)
+            n_claims = sum(op.kind == "claim" for op in batch)
+            claim_at = max((op.at_ms for op in batch if op.kind == "claim"), default=at_ms)
+            claimable = (
+                [view_from_row(r) for r in await conn.fetch(_CLAIM, claim_at, n_claims)] if n_claims else []
             )
-        if status != "INSERT 0 1":
-            raise VersionConflict(event.job_id, event.version - 1, event.version)
-        return view, event
+            expired = (
+                [view_from_row(r) for r in await conn.fetch(_EXPIRED)]
+                if any(op.kind == "recover" for op in batch)
+                else []
+            )
+            if any(op.kind == "enqueue" for op in batch):
+                b.ready = queued - await conn.fetchval(_NOT_DUE, at_ms)
+            for op in batch:
+                try:
+                    outcomes.append((op, self._decide(b, op, claimable, expired), None))
+                except (KaspError, ProjectionError) as exc:
+                    outcomes.append((op, None, exc))
+            if b.events:
+                await conn.execute(_ADVANCE_LOG, b.next_seq - 1, len(b.events), *b.deltas)
+                await conn.execute(_INSERT_EVENTS, *_columns([event_row(e) for e in b.events], _N_EVENT))
+                rows = [(*view_row(v), self._owner(v)) for v in b.changed.values()]
+                await conn.execute(_UPSERT_JOBS, *_columns(rows, len(JOB_COLUMNS) + 1), self._lease_ms)
+        # Committed: listeners first (in seq order), then the callers.
+        self._notify_local(b.events)
+        for op, result, exc in outcomes:
+            if op.fut.done():
+                continue  # the caller went away; the write stands
+            if exc is not None:
+                op.fut.set_exception(exc)
+            else:
+                op.fut.set_result(result)
+
+    def _owner(self, view: JobView) -> str | None:
+        return self.instance_id if view.state is JobState.RUNNING else None
+
+    def _decide(self, b: _Batch, op: _Op, claimable: list[JobView], expired: list[JobView]) -> Any:
+        if op.kind == "claim":
+            while claimable:
+                candidate = claimable.pop(0)
+                current = b.views.get(candidate.id, candidate)
+                if _is_ready(current, op.at_ms):
+                    return b.record(current, start(current, at_ms=op.at_ms))
+            return None
+        if op.kind == "recover":
+            count = 0
+            for candidate in expired:
+                current = b.views.get(candidate.id, candidate)
+                if current.state is JobState.RUNNING and current.version == candidate.version:
+                    b.record(current, interrupt(current, at_ms=b.at_ms, reason=LEASE_EXPIRED_REASON))
+                    count += 1
+            expired.clear()
+            return count
+        event = op.event
+        assert event is not None
+        current = b.views.get(event.job_id)
+        if op.kind == "enqueue":
+            if current is not None:
+                return current, False
+            if b.ready >= op.capacity:
+                raise QueueFull(op.capacity)
+            return b.record(None, event), True
+        if current is None:
+            raise UnknownJob(event.job_id)
+        if event.version != current.version + 1:
+            raise VersionConflict(event.job_id, event.version - 1, current.version)
+        return b.record(current, event)
 
     async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
-        existing = await self.get_job(event.job_id)
-        if existing is not None:
-            return existing, False
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                deltas = [1, 0, 0, 0]
-                seq, queued = await conn.fetchrow(_TAKE_SEQS, 1, *deltas)
-                not_due = await conn.fetchval(_NOT_DUE, now_ms())
-                if queued - 1 - not_due >= capacity:
-                    raise QueueFull(capacity)
-                event = dataclasses.replace(event, seq=seq)
-                view = apply(None, event)
-                await conn.execute(_INSERT_JOB_AND_EVENT, *event_row(event), *view_row(view))
-        except asyncpg.UniqueViolationError:
-            existing = await self.get_job(event.job_id)  # another instance enqueued it just now
-            if existing is None:
-                raise
-            return existing, False
-        self._notify_local((event,))
-        return view, True
+        result: tuple[JobView, bool] = await self._op("enqueue", event=event, capacity=capacity)
+        return result
 
     async def append(self, event: Event) -> JobView:
-        async with self.pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    row = await conn.fetchrow(_LOCK_JOB, event.job_id)
-                    if row is None:
-                        raise UnknownJob(event.job_id)
-                    prev = view_from_row(row)
-                    if event.version != prev.version + 1:
-                        raise VersionConflict(event.job_id, event.version - 1, prev.version)
-                    view, event = await self._record(conn, prev, event)
-            except asyncpg.UniqueViolationError:
-                raise VersionConflict(event.job_id, event.version - 1, event.version) from None
-        self._notify_local((event,))
+        view: JobView = await self._op("append", event=event)
         return view
 
     async def claim_ready(self, *, at_ms: int) -> JobView | None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_CLAIM, at_ms)
-            if row is None:
-                return None
-            prev = view_from_row(row)
-            view, event = await self._record(conn, prev, start(prev, at_ms=at_ms))
-        self._notify_local((event,))
+        view: JobView | None = await self._op("claim", at_ms=at_ms)
         return view
 
     async def renew_leases(self, job_ids: Collection[str]) -> int:
-        status = await self.pool.execute(_RENEW, list(job_ids), self.instance_id, int(self.lease_s * 1000))
+        status = await self.pool.execute(_RENEW, list(job_ids), self.instance_id, self._lease_ms)
         return int(status.rsplit(" ", 1)[1])
 
     async def recover_expired(self) -> int:
         await self._ensure_listening()
-        recovered: list[Event] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            at_ms = now_ms()
-            for row in await conn.fetch(_EXPIRED):
-                prev = view_from_row(row)
-                _, event = await self._record(
-                    conn, prev, interrupt(prev, at_ms=at_ms, reason=LEASE_EXPIRED_REASON)
-                )
-                recovered.append(event)
-        if recovered:
+        count: int = await self._op("recover")
+        if count:
             log.warning(
                 "%d attempts lost their lease (their instance stopped renewing); recorded as interrupted",
-                len(recovered),
+                count,
                 extra={"action": "store_recovered"},
             )
-            self._notify_local(recovered)
-        return len(recovered)
+        return count
 
     # -- reading -----------------------------------------------------------
 
@@ -474,6 +550,17 @@ async def drop_schema(dsn: str) -> None:
         )
     finally:
         await conn.close()
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows to one list per column: the arrays `unnest` turns back into rows."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def _fail(ops: Sequence[_Op], exc: BaseException) -> None:
+    for op in ops:
+        if not op.fut.done():
+            op.fut.set_exception(exc)
 
 
 def dsn_for(admin_dsn: str, name: str) -> str:
