@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install start test coverage coverage-html lint format doc clean
+.PHONY: install start test coverage coverage-html lint format doc bench-stores clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ format: install
 
 doc: install
 	$(BIN)/python -m service.docgen docs/DOCUMENTATION.md
+
+## /enqueue requests/s and end-to-end jobs/s for each store (PostgreSQL: one and two instances).
+bench-stores: install
+	bash .ci/start-postgres
+	$(BIN)/python bench/stores.py
 
 clean:
 	rm -rf $(VENV) coverage .coverage .pytest_cache .mypy_cache .ruff_cache
