@@ -4,9 +4,9 @@ Group commit. Requests (enqueue, append, claim, lease recovery) queue up in
 the instance and are committed in batches: while one transaction is being
 committed, the next requests wait, then all of them go into the next
 transaction (at most `MAX_BATCH`). A batch is decided with a fixed number of
-round trips, whatever its size (the job rows it needs are read in one query,
-events and job rows are written with one `unnest` statement each), and costs
-one WAL flush. Callers get their answer only after COMMIT: a 202 means the
+round trips, whatever its size (the job rows it needs are read in one query;
+events, job rows and `kasp_log` are written by one statement), and costs one
+WAL flush. Callers get their answer only after COMMIT: a 202 means the
 job is on disk. The event rows, the job rows (the projection) and the
 `kasp_log` row change in that one transaction, or not at all.
 
@@ -157,19 +157,30 @@ _CLAIM = f"""SELECT {_JOB_COLS} FROM kasp_jobs
 _EXPIRED = f"""SELECT {_JOB_COLS} FROM kasp_jobs
     WHERE state = 'running' AND lease_expires_ms < {_DB_NOW_MS}
     ORDER BY lease_expires_ms LIMIT {RECOVER_BATCH} FOR UPDATE SKIP LOCKED"""
+_ANY_READY = "SELECT 1 FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms <= $1 LIMIT 1"
 _NOT_DUE = "SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > $1"
-_ADVANCE_LOG = """UPDATE kasp_log SET last_seq = $1, event_count = event_count + $2,
-    queued = queued + $3, running = running + $4, done = done + $5, failed = failed + $6"""
-_INSERT_EVENTS = f"""INSERT INTO kasp_events ({_EVENT_COLS})
-    SELECT * FROM unnest({", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_EVENT_TYPES))})"""
-# One row per changed job: its new columns, then the lease owner (NULL unless running);
-# the lease runs from the database's clock for $15 ms.
-_UPSERT_JOBS = f"""INSERT INTO kasp_jobs ({_JOB_COLS}, lease_owner, lease_expires_ms)
-    SELECT u.*, CASE WHEN u.lease_owner IS NULL THEN NULL ELSE {_DB_NOW_MS} + $15::bigint END
-    FROM unnest({", ".join(f"${i + 1}::{t}[]" for i, t in enumerate((*_JOB_TYPES, "text")))})
-        AS u({_JOB_COLS}, lease_owner)
-    ON CONFLICT (id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:])},
-        lease_owner = EXCLUDED.lease_owner, lease_expires_ms = EXCLUDED.lease_expires_ms"""
+# A batch's whole write in one statement (one round trip while kasp_log is locked):
+# $1..$9 the events' columns as arrays; $10..$23 one row per changed job, its
+# columns then its lease owner (NULL unless running); $24 the lease in ms (from
+# the database's clock); $25 the new last seq, $26 the event count, $27..$30
+# the change of jobs by state.
+_N_JOB = len(JOB_COLUMNS) + 1
+_P_JOB = _N_EVENT + 1
+_P_LEASE = _P_JOB + _N_JOB
+_WRITE_BATCH = f"""WITH e AS (
+        INSERT INTO kasp_events ({_EVENT_COLS})
+        SELECT * FROM unnest({", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_EVENT_TYPES))})
+    ), j AS (
+        INSERT INTO kasp_jobs ({_JOB_COLS}, lease_owner, lease_expires_ms)
+        SELECT u.*, CASE WHEN u.lease_owner IS NULL THEN NULL ELSE {_DB_NOW_MS} + ${_P_LEASE}::bigint END
+        FROM unnest({", ".join(f"${_P_JOB + i}::{t}[]" for i, t in enumerate((*_JOB_TYPES, "text")))})
+            AS u({_JOB_COLS}, lease_owner)
+        ON CONFLICT (id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:])},
+            lease_owner = EXCLUDED.lease_owner, lease_expires_ms = EXCLUDED.lease_expires_ms
+    )
+    UPDATE kasp_log SET last_seq = ${_P_LEASE + 1}, event_count = event_count + ${_P_LEASE + 2},
+        queued = queued + ${_P_LEASE + 3}, running = running + ${_P_LEASE + 4},
+        done = done + ${_P_LEASE + 5}, failed = failed + ${_P_LEASE + 6}"""
 # SKIP LOCKED: a row a commit batch holds is about to change anyway; never wait (or deadlock) for it.
 _RENEW = f"""UPDATE kasp_jobs SET lease_expires_ms = {_DB_NOW_MS} + $3
     WHERE id IN (SELECT id FROM kasp_jobs WHERE id = ANY($1::text[]) AND lease_owner = $2
@@ -332,6 +343,15 @@ class PostgresStore:
         """Decide every request of `batch` and write the result in ONE transaction (group commit)."""
         at_ms = now_ms()
         outcomes: list[tuple[_Op, Any, BaseException | None]] = []
+        if all(op.kind == "claim" for op in batch):
+            # Idle workers of every instance ask often; when nothing is ready, answer without
+            # the kasp_log lock (and its commit). A job made ready just after wakes them again.
+            claim_at = max(op.at_ms for op in batch)
+            if await self.pool.fetchval(_ANY_READY, claim_at) is None:
+                for op in batch:
+                    if not op.fut.done():
+                        op.fut.set_result(None)
+                return
         async with self.pool.acquire() as conn, conn.transaction():
             # kasp_log first, always: it orders commits (seq) and serialises admission; see module doc.
             last_seq, queued = await conn.fetchrow(_LOCK_LOG)
@@ -357,10 +377,16 @@ class PostgresStore:
                 except (KaspError, ProjectionError) as exc:
                     outcomes.append((op, None, exc))
             if b.events:
-                await conn.execute(_ADVANCE_LOG, b.next_seq - 1, len(b.events), *b.deltas)
-                await conn.execute(_INSERT_EVENTS, *_columns([event_row(e) for e in b.events], _N_EVENT))
-                rows = [(*view_row(v), self._owner(v)) for v in b.changed.values()]
-                await conn.execute(_UPSERT_JOBS, *_columns(rows, len(JOB_COLUMNS) + 1), self._lease_ms)
+                jobs = [(*view_row(v), self._owner(v)) for v in b.changed.values()]
+                await conn.execute(
+                    _WRITE_BATCH,
+                    *_columns([event_row(e) for e in b.events], _N_EVENT),
+                    *_columns(jobs, _N_JOB),
+                    self._lease_ms,
+                    b.next_seq - 1,
+                    len(b.events),
+                    *b.deltas,
+                )
         # Committed: listeners first (in seq order), then the callers.
         self._notify_local(b.events)
         for op, result, exc in outcomes:
