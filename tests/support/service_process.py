@@ -45,15 +45,18 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, mode: tuple[str, ...] = ("--single-process",)
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         clean = {
             k: v for k, v in os.environ.items() if k not in BASE_ENV and k not in ("STORE", "LEASE_TIMEOUT")
         }
+        self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sanic", "service.app:create_app", "--factory", "--single-process",
+            [sys.executable, "-m", "sanic", "service.app:create_app", "--factory", *mode,
              "-H", "127.0.0.1", "-p", str(self.port), "--no-motd"],
             env={**clean, **BASE_ENV, **env},
             cwd=REPO,
