@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 
 from domain.errors import KaspError, QueueFull, UnknownJob, VersionConflict
 from domain.events import Event
@@ -392,11 +392,11 @@ class PostgresStore:
                 )
         # Committed: listeners first (in seq order), then the callers.
         self._notify_local(b.events)
-        for op, result, exc in outcomes:
+        for op, result, error in outcomes:
             if op.fut.done():
                 continue  # the caller went away; the write stands
-            if exc is not None:
-                op.fut.set_exception(exc)
+            if error is not None:
+                op.fut.set_exception(error)
             else:
                 op.fut.set_result(result)
 
@@ -422,18 +422,18 @@ class PostgresStore:
             return count
         event = op.event
         assert event is not None
-        current = b.views.get(event.job_id)
+        known = b.views.get(event.job_id)
         if op.kind == "enqueue":
-            if current is not None:
-                return current, False
+            if known is not None:
+                return known, False
             if b.ready >= op.capacity:
                 raise QueueFull(op.capacity)
             return b.record(None, event), True
-        if current is None:
+        if known is None:
             raise UnknownJob(event.job_id)
-        if event.version != current.version + 1:
-            raise VersionConflict(event.job_id, event.version - 1, current.version)
-        return b.record(current, event)
+        if event.version != known.version + 1:
+            raise VersionConflict(event.job_id, event.version - 1, known.version)
+        return b.record(known, event)
 
     async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
         result: tuple[JobView, bool] = await self._op("enqueue", event=event, capacity=capacity)
