@@ -47,7 +47,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -158,6 +158,7 @@ _EXPIRED = f"""SELECT {_JOB_COLS} FROM kasp_jobs
     WHERE state = 'running' AND lease_expires_ms < {_DB_NOW_MS}
     ORDER BY lease_expires_ms LIMIT {RECOVER_BATCH} FOR UPDATE SKIP LOCKED"""
 _ANY_READY = "SELECT 1 FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms <= $1 LIMIT 1"
+_ANY_EXPIRED = f"SELECT 1 FROM kasp_jobs WHERE state = 'running' AND lease_expires_ms < {_DB_NOW_MS} LIMIT 1"
 _NOT_DUE = "SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > $1"
 # A batch's whole write in one statement (one round trip while kasp_log is locked):
 # $1..$9 the events' columns as arrays; $10..$23 one row per changed job, its
@@ -198,7 +199,7 @@ def _is_ready(view: JobView, at_ms: int) -> bool:
 class _Op:
     """One caller's request, waiting for the next commit batch."""
 
-    kind: str  #: "enqueue", "append", "claim" or "recover"
+    kind: Literal["enqueue", "append", "claim", "recover"]
     fut: asyncio.Future[Any]
     event: Event | None = None
     capacity: int = 0
@@ -321,7 +322,9 @@ class PostgresStore:
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="kasp-pg-commits")
         return op.fut
 
-    def _op(self, kind: str, **fields: Any) -> asyncio.Future[Any]:
+    def _op(
+        self, kind: Literal["enqueue", "append", "claim", "recover"], **fields: Any
+    ) -> asyncio.Future[Any]:
         return self._submit(_Op(kind, asyncio.get_running_loop().create_future(), **fields))
 
     async def _flush(self) -> None:
@@ -453,6 +456,8 @@ class PostgresStore:
 
     async def recover_expired(self) -> int:
         await self._ensure_listening()
+        if await self.pool.fetchval(_ANY_EXPIRED) is None:
+            return 0  # the usual case: no batch, no kasp_log lock
         count: int = await self._op("recover")
         if count:
             log.warning(
