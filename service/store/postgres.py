@@ -11,18 +11,21 @@ job is on disk. The event rows, the job rows (the projection) and the
 `kasp_log` row change in that one transaction, or not at all.
 
 Seq and visibility. `kasp_log` is a single row holding the last seq and the
-job counts. Every writing transaction locks it FIRST (`SELECT ... FOR
-UPDATE`) and keeps it until COMMIT, so writing transactions from all
-instances are serialised: the one that assigns seq n+1 starts only after the
-one that assigned seq n has committed and become visible (PostgreSQL
+job counts. A batch first reads and locks the job rows it needs and decides
+its events; then, as its LAST step before writing, it locks `kasp_log`
+(`SELECT ... FOR UPDATE`), numbers its events from the last seq, writes, and
+keeps the lock until COMMIT. So the numbering-and-commit phases of all
+instances are serialised: the batch that assigns seq n+1 numbers only after
+the one that assigned seq n has committed and become visible (PostgreSQL
 releases row locks after the commit is visible to new snapshots). Commit
 order is therefore seq order, every snapshot sees a gap-free prefix of the
 log, and a reader paging with `seq > after` never skips an event that a
 later read would return, however many instances append. The same lock makes
-QUEUE_SIZE admission exact across instances (ready jobs are counted while it
-is held) and, because every writer takes it before any job row, rules out
-deadlocks between writers. Serialising costs throughput only per batch, not
-per request: see docs/STORAGE.md.
+QUEUE_SIZE admission exact across instances (new jobs are admitted only
+while it is held, counting ready jobs afresh). Every writer takes job rows
+(in id order, or with SKIP LOCKED) before `kasp_log`, never after, so writers
+cannot deadlock. Serialising costs throughput per batch, not per request, and
+only for the write and COMMIT: see docs/STORAGE.md.
 
 Claims. Ready jobs are picked oldest first with `FOR UPDATE SKIP LOCKED` and
 given `started` and a lease owned by this instance, measured on the
@@ -207,21 +210,23 @@ class _Op:
 
 
 class _Batch:
-    """One transaction's decisions: the jobs it read or changed, and its events with their seqs."""
+    """One transaction's decisions: the jobs it read or changed, and the events it will write.
 
-    def __init__(self, last_seq: int, at_ms: int) -> None:
-        self.next_seq = last_seq + 1
+    Events are decided before the kasp_log lock is taken and numbered (`number`)
+    once it is held, so two instances overlap everything but their writes.
+    """
+
+    def __init__(self, at_ms: int) -> None:
         self.at_ms = at_ms
         self.views: dict[str, JobView] = {}  # every job row read, as changed so far
         self.changed: dict[str, JobView] = {}
-        self.events: list[Event] = []
+        self.events: list[Event] = []  # seq 0 until numbered
+        self.created: dict[str, int] = {}  # created_seq of the jobs this batch creates
         self.deltas = [0, 0, 0, 0]  # jobs by state, in _STATE_INDEX order
-        self.ready = 0  # queued and due, counting this batch's changes
+        self.ready = 0  # change of ready jobs (queued and due) by this batch, then the total
 
     def record(self, prev: JobView | None, event: Event) -> JobView:
-        event = dataclasses.replace(event, seq=self.next_seq)
         view = apply(prev, event)  # raises before anything changes
-        self.next_seq += 1
         self.events.append(event)
         self.views[view.id] = self.changed[view.id] = view
         if prev is not None:
@@ -230,6 +235,19 @@ class _Batch:
         self.deltas[_STATE_INDEX[view.state]] += 1
         self.ready += _is_ready(view, self.at_ms)
         return view
+
+    def number(self, last_seq: int) -> None:
+        """Give the events their seqs (kasp_log is locked now) and new jobs their created_seq."""
+        self.events = [dataclasses.replace(e, seq=last_seq + i) for i, e in enumerate(self.events, 1)]
+        for event in self.events:
+            if event.type is EventType.ENQUEUED:
+                self.created[event.job_id] = event.seq
+        self.changed = {job_id: self.final(v) for job_id, v in self.changed.items()}
+
+    def final(self, view: JobView) -> JobView:
+        """`view` with its created_seq, if this batch created the job."""
+        seq = self.created.get(view.id)
+        return view if seq is None else dataclasses.replace(view, created_seq=seq)
 
 
 class PostgresStore:
@@ -359,9 +377,7 @@ class PostgresStore:
                         op.fut.set_result(None)
                 return
         async with self.pool.acquire() as conn, conn.transaction():
-            # kasp_log first, always: it orders commits (seq) and serialises admission; see module doc.
-            last_seq, queued = await conn.fetchrow(_LOCK_LOG)
-            b = _Batch(last_seq, at_ms)
+            b = _Batch(at_ms)
             ids = sorted({op.event.job_id for op in batch if op.event is not None})
             for row in await conn.fetch(_LOCK_JOBS, ids) if ids else ():
                 b.views[row[0]] = view_from_row(row)
@@ -375,21 +391,28 @@ class PostgresStore:
                 if any(op.kind == "recover" for op in batch)
                 else []
             )
-            if any(op.kind == "enqueue" for op in batch):
-                b.ready = queued - await conn.fetchval(_NOT_DUE, at_ms)
+            enqueues = [op for op in batch if op.kind == "enqueue"]
             for op in batch:
-                try:
-                    outcomes.append((op, self._decide(b, op, claimable, expired), None))
-                except (KaspError, ProjectionError) as exc:
-                    outcomes.append((op, None, exc))
+                if op.kind != "enqueue":
+                    outcomes.append(self._try_decide(b, op, claimable, expired))
+            admits = any(op.event is not None and op.event.job_id not in b.views for op in enqueues)
+            if b.events or admits:
+                # kasp_log last, always: from here to COMMIT this batch alone numbers events
+                # and counts the queue (see the module doc), and lock order stays job rows first.
+                last_seq, queued = await conn.fetchrow(_LOCK_LOG)
+                if admits:
+                    b.ready += queued - await conn.fetchval(_NOT_DUE, at_ms)
+            for op in enqueues:
+                outcomes.append(self._try_decide(b, op, claimable, expired))
             if b.events:
+                b.number(last_seq)
                 jobs = [(*view_row(v), self._owner(v)) for v in b.changed.values()]
                 await conn.execute(
                     _WRITE_BATCH,
                     *_columns([event_row(e) for e in b.events], _N_EVENT),
                     *_columns(jobs, _N_JOB),
                     self._lease_ms,
-                    b.next_seq - 1,
+                    b.events[-1].seq,
                     len(b.events),
                     *b.deltas,
                 )
@@ -400,8 +423,20 @@ class PostgresStore:
                 continue  # the caller went away; the write stands
             if error is not None:
                 op.fut.set_exception(error)
+            elif isinstance(result, JobView):
+                op.fut.set_result(b.final(result))
+            elif isinstance(result, tuple):
+                op.fut.set_result((b.final(result[0]), result[1]))
             else:
                 op.fut.set_result(result)
+
+    def _try_decide(
+        self, b: _Batch, op: _Op, claimable: list[JobView], expired: list[JobView]
+    ) -> tuple[_Op, Any, BaseException | None]:
+        try:
+            return op, self._decide(b, op, claimable, expired), None
+        except (KaspError, ProjectionError) as exc:
+            return op, None, exc
 
     def _owner(self, view: JobView) -> str | None:
         return self.instance_id if view.state is JobState.RUNNING else None
@@ -431,7 +466,7 @@ class PostgresStore:
                 return known, False
             if b.ready >= op.capacity:
                 raise QueueFull(op.capacity)
-            return b.record(None, event), True
+            return b.record(None, event), True  # its created_seq is set once numbered
         if known is None:
             raise UnknownJob(event.job_id)
         if event.version != known.version + 1:
