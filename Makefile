@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium
+.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium bench-stores
 
 APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
@@ -49,6 +49,11 @@ graphviz:
 
 chromium:
 	@test -x /usr/bin/chromium || ($(APT_INSTALL) chromium)
+
+## /enqueue requests/s and end-to-end jobs/s for each store (PostgreSQL: one and two instances).
+bench-stores: install
+	bash .ci/start-postgres
+	$(BIN)/python bench/stores.py
 
 clean:
 	rm -rf $(VENV) coverage .coverage .pytest_cache .mypy_cache .ruff_cache

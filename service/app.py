@@ -81,17 +81,28 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
 
 
 def _refuse_several_processes(app: Sanic) -> None:
-    if app.state.workers != 1 and app.ctx.config.store.startswith("memory"):
+    """Only PostgreSQL is shared between processes; memory and SQLite belong to one."""
+    store: str = app.ctx.config.store
+    if app.state.workers == 1 or store.startswith("postgres"):
+        return
+    if store.startswith("sqlite"):
         raise SystemExit(
-            f"kasp: STORE=memory keeps every job in one process, but {app.state.workers} Sanic "
+            f"kasp: the SQLite store is served by one process, but {app.state.workers} Sanic "
             "worker processes were asked for; run with --single-process (or one worker), "
-            "or use a shared store"
+            "or use STORE=postgresql://... to share the queue between processes"
         )
+    raise SystemExit(
+        f"kasp: STORE=memory keeps every job in one process, but {app.state.workers} Sanic "
+        "worker processes were asked for; run with --single-process (or one worker), "
+        "or use a shared store"
+    )
 
 
 async def _start(app: Sanic) -> None:
     config: Config = app.ctx.config
-    store = open_store(config.store, retain_finished=config.retain_finished)
+    store = open_store(
+        config.store, retain_finished=config.retain_finished, lease_timeout_s=config.lease_timeout
+    )
     await store.open()
     app.ctx.store = store
     app.ctx.metrics = Metrics()
@@ -168,6 +179,12 @@ async def _report_drain(app: Sanic) -> None:
             "exiting with %d unfinished jobs, lost with the memory store: %s",
             len(unfinished),
             " ".join(unfinished),
+            extra={"action": "shutdown_unfinished"},
+        )
+    elif unfinished:
+        log.info(
+            "%d unfinished jobs stay in the store and resume on the next start",
+            len(unfinished),
             extra={"action": "shutdown_unfinished"},
         )
     log.info("worker pool stopped", extra={"action": "shutdown_drained"})

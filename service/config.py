@@ -92,7 +92,7 @@ def parse_log_level(raw: str, s: Setting) -> str:
     return text
 
 
-STORE_SCHEMES = ("memory",)
+STORE_SCHEMES = ("memory", "sqlite", "postgresql", "postgres")
 
 
 def parse_store(raw: str, s: Setting) -> str:
@@ -100,6 +100,10 @@ def parse_store(raw: str, s: Setting) -> str:
     scheme = text.split(":", 1)[0].lower()
     if scheme not in STORE_SCHEMES:
         raise ConfigError(f"{s.name}={raw!r}: unknown store (expected one of: {', '.join(STORE_SCHEMES)})")
+    if scheme == "sqlite" and (not text.lower().startswith("sqlite:///") or len(text) <= len("sqlite:///")):
+        raise ConfigError(f"{s.name}={raw!r}: expected sqlite:///path/kasp.db (three slashes, then a path)")
+    if scheme != "memory" and "://" not in text:
+        raise ConfigError(f"{s.name}={raw!r}: expected a URL like {scheme}://...")
     return text
 
 
@@ -142,7 +146,21 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         3600,
     ),
-    Setting("STORE", "memory", parse_store, "where the event log lives: `memory`"),
+    Setting(
+        "STORE",
+        "memory",
+        parse_store,
+        "where the event log lives: `memory`, `sqlite:///path/kasp.db` or `postgresql://user@host/db`",
+    ),
+    Setting(
+        "LEASE_TIMEOUT",
+        "10",
+        parse_seconds,
+        "PostgreSQL store: seconds a running attempt stays owned by its instance without a renewal; "
+        "after that another instance records it `interrupted` and the job runs again",
+        1,
+        3600,
+    ),
     Setting(
         "RETAIN_FINISHED",
         "100000",
@@ -187,6 +205,7 @@ class Config:
     max_body_bytes: int = 1_048_576
     shutdown_timeout: float = 30.0
     store: str = "memory"
+    lease_timeout: float = 10.0
     retain_finished: int = 100_000
     log_level: str = "INFO"
     access_log: bool = False

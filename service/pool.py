@@ -23,7 +23,7 @@ from domain.processor import Attempt, Processor
 from domain.projection import JobView
 from domain.states import EventType
 from service.clock import now_ms
-from service.store.base import EventStore
+from service.store.base import EventStore, SharedStore
 
 log = logging.getLogger("kasp.pool")
 
@@ -49,6 +49,8 @@ class WorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopping = False
+        self._running: set[str] = set()  # ids of jobs whose attempt this pool runs
+        self._lease_task: asyncio.Task[None] | None = None
         self.busy = 0
         self.recorded_while_draining: list[Event] = []  #: outcomes recorded after stop() began
 
@@ -57,6 +59,9 @@ class WorkerPool:
     def start(self) -> None:
         self._store.add_listener(self._on_event)
         self._tasks = [asyncio.create_task(self._work(), name=f"kasp-worker-{i}") for i in range(self.size)]
+        if isinstance(self._store, SharedStore):
+            self._store.add_remote_listener(self._on_remote_event)
+            self._lease_task = asyncio.create_task(self._keep_leases(self._store), name="kasp-leases")
 
     async def stop(self, *, timeout_s: float, force: asyncio.Event | None = None) -> None:
         """Stop claiming; let running attempts finish for `timeout_s`, then interrupt the rest.
@@ -91,6 +96,23 @@ class WorkerPool:
                 t.cancel()
             await asyncio.wait(still_running, timeout=10)  # recording `interrupted` is quick
         self._tasks = []
+        if self._lease_task is not None:  # only now: attempts kept their leases while finishing
+            self._lease_task.cancel()
+            await asyncio.wait([self._lease_task], timeout=10)
+            self._lease_task = None
+
+    async def _keep_leases(self, store: SharedStore) -> None:
+        """Renew this pool's leases and recover other instances' expired ones, every lease/3."""
+        interval_s = store.lease_s / 3  # two renewals may fail before a lease expires
+        while True:
+            try:
+                if self._running:
+                    await store.renew_leases(list(self._running))
+                if not self._stopping:
+                    await store.recover_expired()
+            except Exception:
+                log.exception("renewing or recovering leases failed", extra={"action": "lease_error"})
+            await asyncio.sleep(interval_s)
 
     # -- waking ------------------------------------------------------------
 
@@ -99,6 +121,13 @@ class WorkerPool:
             self._wake_one()
         elif event.type is EventType.RETRY_SCHEDULED:
             self._wake_at(event.at_ms + event.data["delay_ms"])
+
+    def _on_remote_event(self, type_: EventType, due_ms: int | None) -> None:
+        """Another instance committed an event: wake a worker as if it were ours."""
+        if type_ in _WAKES_WORK:
+            self._wake_one()
+        elif type_ is EventType.RETRY_SCHEDULED and due_ms is not None:
+            self._wake_at(due_ms)
 
     def _wake_one(self) -> None:
         idle = self._idle
@@ -152,11 +181,13 @@ class WorkerPool:
                 await self._wait_for_work()
                 continue
             self.busy += 1
+            self._running.add(view.id)
             try:
                 await self._attempt(view)
             except Exception:
                 log.exception("recording the outcome of %r failed", view.id, extra={"action": "record_error"})
             finally:
+                self._running.discard(view.id)
                 self.busy -= 1
 
     async def _attempt(self, view: JobView) -> None:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -11,11 +14,44 @@ from tests.support.server import FAST, RunningServer
 
 Sanic.test_mode = True  # several apps named "kasp" in one test process
 
+#: The PostgreSQL server the tests use (they create and drop their own database in it).
+PG_ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped afterwards."""
+    from service.store.postgres import create_database, drop_database, dsn_for
+
+    name = f"kasp_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(create_database(PG_ADMIN_DSN, name))
+    except OSError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({exc}); start it with .ci/start-postgres"
+        )
+    yield dsn_for(PG_ADMIN_DSN, name)
+    asyncio.run(drop_database(PG_ADMIN_DSN, name))
+
 
 @pytest.fixture
-def store_url() -> str:
-    """The STORE the API tests run against."""
-    return "memory"
+def fresh_pg(pg_dsn: str) -> str:
+    """The run's database with kasp's schema removed: each test starts from an empty store."""
+    from service.store.postgres import drop_schema
+
+    asyncio.run(drop_schema(pg_dsn))
+    return pg_dsn
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    """The STORE the API and store tests run against: each test runs once per store."""
+    if request.param == "memory":
+        return "memory"
+    if request.param == "sqlite":
+        return f"sqlite:///{os.path.join(tmp_path, 'kasp.db')}"
+    url: str = request.getfixturevalue("fresh_pg")
+    return url
 
 
 @pytest.fixture

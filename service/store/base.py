@@ -9,15 +9,18 @@ next one, so two writers cannot both record the same move.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from domain.events import Event
 from domain.projection import JobView
 from domain.states import EventType, JobState
 
 EventListener = Callable[[Event], None]
+#: Called with (event type, due time in ms or None) when ANOTHER instance committed
+#: an event; `due_ms` is set for `retry_scheduled` (when the retry becomes ready).
+RemoteListener = Callable[[EventType, "int | None"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +93,33 @@ class EventStore(Protocol):
 
     async def unfinished_job_ids(self) -> list[str]:
         """Ids of jobs still queued or running, in enqueue order."""
+
+
+@runtime_checkable
+class SharedStore(EventStore, Protocol):
+    """A store that several kasp instances (processes or hosts) use at once.
+
+    `claim_ready` gives the running attempt a lease owned by this instance
+    (`instance_id`) for `lease_s` seconds. The instance must call `renew_leases`
+    for its running attempts well within that time; any instance's
+    `recover_expired` records `interrupted` (reason "lease_expired") for attempts
+    whose lease ran out, so their jobs run again (at-least-once). An outcome
+    appended after that is refused with `VersionConflict`.
+
+    Events committed by other instances do not reach `add_listener` listeners
+    (they only see this instance's events); `add_remote_listener` listeners are
+    told that something happened elsewhere, so idle workers and event-stream
+    readers re-read (through `claim_ready` / `read_events`). Remote wake-ups are
+    best effort: `poll_interval_s` is set, and readers poll at that pace too.
+    """
+
+    instance_id: str
+    lease_s: float
+
+    def add_remote_listener(self, listener: RemoteListener) -> None: ...
+
+    async def renew_leases(self, job_ids: Collection[str]) -> int:
+        """Extend this instance's leases on these running jobs; returns how many it still holds."""
+
+    async def recover_expired(self) -> int:
+        """Record `interrupted` for attempts whose lease expired; returns how many."""
