@@ -43,15 +43,24 @@ def fresh_pg(pg_dsn: str) -> str:
     return pg_dsn
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
-    """The STORE the API and store tests run against: each test runs once per store."""
+STORES = ["memory", "sqlite", "postgres"]
+
+
+def store_url_for(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    """The STORE URL for a `store_url` fixture parametrised over STORES."""
     if request.param == "memory":
         return "memory"
     if request.param == "sqlite":
         return f"sqlite:///{os.path.join(tmp_path, 'kasp.db')}"
     url: str = request.getfixturevalue("fresh_pg")
     return url
+
+
+@pytest.fixture
+def store_url() -> str:
+    """The STORE a test's server uses: memory, unless a folder's conftest runs its tests
+    once per store (tests/api and tests/durable do)."""
+    return "memory"
 
 
 @pytest.fixture

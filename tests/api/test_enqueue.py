@@ -60,6 +60,7 @@ def test_an_identical_resend_answers_200_with_the_current_state_and_creates_noth
 @pytest.mark.parametrize("other", [{"payload": "q", "max_retries": 1}, {"payload": "p", "max_retries": 2}])
 def test_the_same_id_with_different_content_is_a_409(client: httpx.Client, other: dict[str, Any]) -> None:
     assert client.post("/enqueue", json={"id": "x", "payload": "p", "max_retries": 1}).status_code == 202
+    wait_until(lambda: job_state(client, "x") == "done")
     before = event_count(client)
     assert_error(client.post("/enqueue", json={"id": "x", **other}), 409, "conflict")
     assert event_count(client) == before

@@ -11,6 +11,7 @@ import pytest
 from domain.events import Event
 from domain.projection import project
 from domain.states import EventType, JobState
+from tests.conftest import STORES, store_url_for
 from tests.support.service_process import ServiceProcess
 
 
@@ -71,3 +72,8 @@ def replay(events: list[dict[str, Any]]) -> dict[str, JobState]:
             )
         )
     return {job_id: view.state for job_id, view in project(parsed).items()}
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    return store_url_for(request, tmp_path)
