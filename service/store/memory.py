@@ -8,7 +8,6 @@ majority, so eviction costs O(1) amortised.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 from bisect import bisect_right
 from collections import Counter, deque
@@ -88,7 +87,7 @@ class MemoryStore:
 
     def _commit(self, record: _Record | None, event: Event) -> JobView:
         """Assign the next seq, apply, index: the one place the log and projection change."""
-        event = dataclasses.replace(event, seq=self._last_seq + 1)
+        event = event.with_seq(self._last_seq + 1)
         view = apply(record.view if record is not None else None, event)  # raises before any change
         self._last_seq = event.seq
         self._log.append(event)
