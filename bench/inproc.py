@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bench.baselines.shared_machine import BareJob, BareQueue
+from bench.baselines.shared_machine import BareQueue
 from domain.backoff import Backoff
 from domain.events import Event
 from domain.processor import Attempt, Processor, SimulatedProcessor
@@ -101,7 +101,9 @@ def noop_processor() -> Processor:
     return SimulatedProcessor(min_ms=0, max_ms=0, error_rate=0)
 
 
-def kasp_parts(*, retain: int, capacity: int, workers: int, processor: Processor) -> tuple[MemoryStore, Engine, WorkerPool]:
+def kasp_parts(
+    *, retain: int, capacity: int, workers: int, processor: Processor
+) -> tuple[MemoryStore, Engine, WorkerPool]:
     store = MemoryStore(retain_finished=retain)
     engine = Engine(store, capacity=capacity, clock=now_ms)
     pool = WorkerPool(store, processor, size=workers, backoff=Backoff(100, 10_000))
@@ -109,7 +111,9 @@ def kasp_parts(*, retain: int, capacity: int, workers: int, processor: Processor
 
 
 async def feed_kasp(feeder: Feeder, *, retain: int, workers: int) -> None:
-    store, engine, pool = kasp_parts(retain=retain, capacity=feeder.n + 1, workers=workers, processor=noop_processor())
+    store, engine, pool = kasp_parts(
+        retain=retain, capacity=feeder.n + 1, workers=workers, processor=noop_processor()
+    )
 
     def count(event: Event) -> None:
         if event.type in _FINISHING:
@@ -182,7 +186,11 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
 
     store.add_listener(count)
     pool.start()
-    await warm.run(lambda i: eng.enqueue(f"warm-{i}", payload_for(i), 0))  # type: ignore[arg-type,return-value]
+
+    async def warm_up(i: int) -> None:
+        await eng.enqueue(f"warm-{i}", payload_for(i), 0)
+
+    await warm.run(warm_up)
     gc.collect()
     before = rss_bytes()
     current[0] = feeder
@@ -217,7 +225,9 @@ class TimedWork:
     def __init__(self, *, min_ms: int, max_ms: int, error_rate: int) -> None:
         self._asked: dict[asyncio.Task[Any] | None, float] = {}
         self.ended: list[tuple[float, float]] = []  # (monotonic end, seconds of work asked)
-        self._inner = SimulatedProcessor(min_ms=min_ms, max_ms=max_ms, error_rate=error_rate, sleep=self._sleep)
+        self._inner = SimulatedProcessor(
+            min_ms=min_ms, max_ms=max_ms, error_rate=error_rate, sleep=self._sleep
+        )
 
     async def _sleep(self, seconds: float) -> None:
         self._asked[asyncio.current_task()] = seconds

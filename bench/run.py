@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bench.servers import BASELINE_TARGET, CLIENT_PIN, KASP_TARGET, ROOT, SERVER_PIN, Server, ensure_wrk, run_wrk
+from bench.servers import (
+    BASELINE_TARGET,
+    CLIENT_PIN,
+    KASP_TARGET,
+    ROOT,
+    SERVER_PIN,
+    Server,
+    ensure_wrk,
+    run_wrk,
+)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -62,7 +71,9 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def alternate(pairs: int, kasp: Callable[[], dict[str, float]], base: Callable[[], dict[str, float]]) -> list[tuple[dict[str, float], dict[str, float]]]:
+def alternate(
+    pairs: int, kasp: Callable[[], dict[str, float]], base: Callable[[], dict[str, float]]
+) -> list[tuple[dict[str, float], dict[str, float]]]:
     out = []
     for i in range(pairs):
         a = kasp()
@@ -77,14 +88,27 @@ def _short(d: dict[str, float]) -> str:
 
 
 def compare(
-    scenario: str, metric: str, results: list[tuple[dict[str, float], dict[str, float]]], *, unit: str, target: str = "", check: Callable[[float], bool] | None = None
+    scenario: str,
+    metric: str,
+    results: list[tuple[dict[str, float], dict[str, float]]],
+    *,
+    unit: str,
+    target: str = "",
+    check: Callable[[float], bool] | None = None,
 ) -> Row:
     ks = [a[metric] for a, _ in results]
     bs = [b[metric] for _, b in results]
     ratios = [a / b for a, b in zip(ks, bs, strict=True) if b]
     ratio = statistics.median(ratios) if ratios else None
     return Row(
-        scenario, metric, statistics.median(ks), statistics.median(bs), ratio, target, check(ratio) if check else None, unit
+        scenario,
+        metric,
+        statistics.median(ks),
+        statistics.median(bs),
+        ratio,
+        target,
+        check(ratio) if check and ratio is not None else None,
+        unit,
     )
 
 
@@ -94,7 +118,12 @@ def compare(
 def enqueue_run(target: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
     with Server(target, env) as server:
         r = run_wrk(server.url, seconds=sizes.seconds, connections=sizes.connections)
-    return {"requests_per_s": r.requests_per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "non_2xx_share": r.non_2xx / max(1, r.requests)}
+    return {
+        "requests_per_s": r.requests_per_s,
+        "p50_ms": r.p50_ms,
+        "p99_ms": r.p99_ms,
+        "non_2xx_share": r.non_2xx / max(1, r.requests),
+    }
 
 
 def scenario_enqueue(sizes: Sizes) -> list[Row]:
@@ -102,14 +131,28 @@ def scenario_enqueue(sizes: Sizes) -> list[Row]:
     for path, queue_size in (("202", "10000000"), ("429", "64")):
         say(f"  enqueue, {path} path (QUEUE_SIZE={queue_size}), wrk -c{sizes.connections} {sizes.seconds:g}s")
         env = {"QUEUE_SIZE": queue_size}
-        results = alternate(sizes.pairs, lambda: enqueue_run(KASP_TARGET, env, sizes), lambda: enqueue_run(BASELINE_TARGET, env, sizes))
+        results = alternate(
+            sizes.pairs,
+            lambda env=env: enqueue_run(KASP_TARGET, env, sizes),  # type: ignore[misc]
+            lambda env=env: enqueue_run(BASELINE_TARGET, env, sizes),  # type: ignore[misc]
+        )
         name = f"enqueue {path}"
         if path == "202":
-            rows.append(compare(name, "requests_per_s", results, unit="req/s", target="≥ 0.8×", check=lambda r: r >= 0.8))
+            rows.append(
+                compare(
+                    name, "requests_per_s", results, unit="req/s", target="≥ 0.8x", check=lambda r: r >= 0.8
+                )
+            )
             rows.append(compare(name, "p50_ms", results, unit="ms"))
-            rows.append(compare(name, "p99_ms", results, unit="ms", target="≤ 1.5×", check=lambda r: r <= 1.5))
+            rows.append(
+                compare(name, "p99_ms", results, unit="ms", target="≤ 1.5x", check=lambda r: r <= 1.5)
+            )
         else:
-            rows.append(compare(name, "requests_per_s", results, unit="req/s", target="≥ 0.9×", check=lambda r: r >= 0.9))
+            rows.append(
+                compare(
+                    name, "requests_per_s", results, unit="req/s", target="≥ 0.9x", check=lambda r: r >= 0.9
+                )
+            )
             rows.append(compare(name, "p99_ms", results, unit="ms"))
         rows.append(compare(name, "non_2xx_share", results, unit="share"))
     return rows
@@ -120,7 +163,9 @@ def scenario_enqueue(sizes: Sizes) -> list[Row]:
 
 def inproc(*args: str) -> dict[str, Any]:
     cmd = [*SERVER_PIN, sys.executable, "-m", "bench.inproc", *args]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -153,9 +198,19 @@ def scenario_engine(sizes: Sizes) -> list[Row]:
         lambda: {"jobs_per_s": inproc("engine", "--impl", "kasp", "--jobs", n)["jobs_per_s"]},
         lambda: {"jobs_per_s": inproc("engine", "--impl", "bare", "--jobs", n)["jobs_per_s"]},
     )
-    rows = [compare("engine no HTTP", "jobs_per_s", results, unit="jobs/s", target="≥ 0.7×", check=lambda r: r >= 0.7)]
+    rows = [
+        compare(
+            "engine no HTTP", "jobs_per_s", results, unit="jobs/s", target="≥ 0.7x", check=lambda r: r >= 0.7
+        )
+    ]
     say(f"  engine, through HTTP: wrk {sizes.seconds:g}s, then until every job is done")
-    noop = {"WORKERS": "4", "WORK_MIN_MS": "0", "WORK_MAX_MS": "0", "ERROR_RATE": "0", "QUEUE_SIZE": "10000000"}
+    noop = {
+        "WORKERS": "4",
+        "WORK_MIN_MS": "0",
+        "WORK_MAX_MS": "0",
+        "ERROR_RATE": "0",
+        "QUEUE_SIZE": "10000000",
+    }
     results = alternate(
         sizes.pairs,
         lambda: engine_http_run(KASP_TARGET, {**noop, "RETAIN_FINISHED": "1000000000"}, sizes),
@@ -173,7 +228,14 @@ def scenario_memory(sizes: Sizes) -> list[Row]:
     say(f"  memory: {n} finished jobs retained")
     per_job = inproc("memory", "--jobs", str(n), "--retain", str(n))
     rows = [
-        Row("memory", "bytes_per_retained_job", per_job["bytes_per_retained_job"], target="≤ 1500", met=per_job["bytes_per_retained_job"] <= 1500, unit="B")
+        Row(
+            "memory",
+            "bytes_per_retained_job",
+            per_job["bytes_per_retained_job"],
+            target="≤ 1500",
+            met=per_job["bytes_per_retained_job"] <= 1500,
+            unit="B",
+        )
     ]
     total, keep = sizes.retention_jobs, sizes.retention_keep
     early = min(200_000, total // 5)
@@ -183,7 +245,17 @@ def scenario_memory(sizes: Sizes) -> list[Row]:
     rss_early, rss_end = samples[str(early)], samples[str(total)]
     growth = rss_end / rss_early
     rows.append(Row("memory", f"rss_at_{early}_jobs", rss_early / 2**20, unit="MiB"))
-    rows.append(Row("memory", f"rss_at_{total}_jobs", rss_end / 2**20, ratio=growth, target="≤ 1.10×", met=growth <= 1.10, unit="MiB"))
+    rows.append(
+        Row(
+            "memory",
+            f"rss_at_{total}_jobs",
+            rss_end / 2**20,
+            ratio=growth,
+            target="≤ 1.10x",
+            met=growth <= 1.10,
+            unit="MiB",
+        )
+    )
     return rows
 
 
@@ -193,10 +265,17 @@ def scenario_memory(sizes: Sizes) -> list[Row]:
 def scenario_utilisation(sizes: Sizes) -> list[Row]:
     rows = []
     for workers in (4, 200):
-        say(f"  utilisation: WORKERS={workers}, backlog {50 * workers}, {sizes.util_runs} runs of {sizes.util_seconds:g}s")
-        runs = [inproc("utilisation", "--workers", str(workers), "--seconds", str(sizes.util_seconds)) for _ in range(sizes.util_runs)]
+        backlog = 50 * workers
+        runs_of = f"{sizes.util_runs} runs of {sizes.util_seconds:g}s"
+        say(f"  utilisation: WORKERS={workers}, backlog {backlog}, {runs_of}")
+        runs = [
+            inproc("utilisation", "--workers", str(workers), "--seconds", str(sizes.util_seconds))
+            for _ in range(sizes.util_runs)
+        ]
         for r in runs:
-            say(f"    {r['attempts']} attempts in {r['window_s']:.2f}s, mean work {r['mean_work_s'] * 1000:.0f} ms: {r['utilisation']:.3f}")
+            work_ms = r["mean_work_s"] * 1000
+            window = f"{r['attempts']} attempts in {r['window_s']:.2f}s"
+            say(f"    {window}, mean work {work_ms:.0f} ms: {r['utilisation']:.3f}")
         u = statistics.median(r["utilisation"] for r in runs)
         rows.append(Row("utilisation", f"workers_{workers}", u, target="≥ 0.97", met=u >= 0.97))
         nominal = statistics.median(r["utilisation_nominal"] for r in runs)
@@ -236,7 +315,12 @@ def latency_run(sizes: Sizes) -> dict[str, float]:
             after = page["next_after"]
         conn.close()
     waits.sort()
-    return {"p50_ms": waits[len(waits) // 2], "p99_ms": waits[int(len(waits) * 0.99) - 1], "max_ms": waits[-1], "n": len(waits)}
+    return {
+        "p50_ms": waits[len(waits) // 2],
+        "p99_ms": waits[int(len(waits) * 0.99) - 1],
+        "max_ms": waits[-1],
+        "n": len(waits),
+    }
 
 
 def scenario_latency(sizes: Sizes) -> list[Row]:
@@ -290,7 +374,8 @@ def main() -> None:
         ensure_wrk()
     if CLIENT_PIN:
         os.sched_setaffinity(0, {1})  # this process is a client too (latency); servers get CPU 0
-    say(f"bench: {sizes}; server pinned: {' '.join(SERVER_PIN) or 'no'}; load generator: {' '.join(CLIENT_PIN) or 'no'}")
+    server_pin, client_pin = " ".join(SERVER_PIN) or "no", " ".join(CLIENT_PIN) or "no"
+    say(f"bench: {sizes}; server pinned: {server_pin}; load generator: {client_pin}")
     began = time.monotonic()
     rows: list[Row] = []
     for name in only:

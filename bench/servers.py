@@ -46,7 +46,7 @@ class Server:
     def __init__(self, target: str, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - read by output() after the process ends
         full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port), "PYTHONPATH": str(ROOT)}
         cmd = [
             *SERVER_PIN,
@@ -161,4 +161,8 @@ def ensure_wrk() -> None:
         raise SystemExit("bench: wrk is not installed; install it (apt-get install wrk) and re-run")
     apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "-o", "Acquire::Retries=3"]
     subprocess.run([*apt, "update", "-qq"], check=True)
-    subprocess.run([*apt, "install", "-y", "-qq", "wrk"], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        [*apt, "install", "-y", "-qq", "wrk"],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )

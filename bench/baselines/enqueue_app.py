@@ -78,11 +78,15 @@ def create_app() -> Sanic:
         pending = len(jobs) if bare is None else bare.pending
         if pending >= capacity:
             return json_response(
-                {"error": "queue_full", "message": "the queue is full"}, status=429, headers={"Retry-After": "1"}
+                {"error": "queue_full", "message": "the queue is full"},
+                status=429,
+                headers={"Retry-After": "1"},
             )
         jobs[job_id] = (payload, max_retries)
         if bare is not None:
             bare.enqueue(job_id, payload, max_retries)
-        return json_response({"status": "queued", "id": job_id}, status=202, headers={"Location": f"/jobs/{job_id}"})
+        return json_response(
+            {"status": "queued", "id": job_id}, status=202, headers={"Location": f"/jobs/{job_id}"}
+        )
 
     return app

@@ -44,7 +44,9 @@ class BareQueue:
         return self._queue.qsize()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work(), name=f"bare-worker-{i}") for i in range(self._workers)]
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"bare-worker-{i}") for i in range(self._workers)
+        ]
 
     def stop(self) -> None:
         for task in self._tasks:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import Counter, deque
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -44,9 +45,7 @@ _STATE: dict[str | None, JobState | None] = {s.value: s for s in JobState} | {No
 
 
 def _stored(event: Event) -> _Stored:
-    data: tuple[Any, ...] = ()
-    if event.data:
-        data = tuple(x for item in event.data.items() for x in item)
+    data = tuple(chain.from_iterable(event.data.items())) if event.data else ()
     return (
         event.seq,
         _PLAIN[event.type],
