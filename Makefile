@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install start test coverage coverage-html lint format doc clean
+.PHONY: install start test coverage coverage-html lint format doc bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ format: install
 
 doc: install
 	$(BIN)/python -m service.docgen docs/DOCUMENTATION.md
+
+## kasp against its baselines in one run (wrk installed from Debian if missing);
+## never part of `test`. Sizes: BENCH_* variables, see bench/README.md.
+bench: install
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) coverage .coverage .pytest_cache .mypy_cache .ruff_cache
