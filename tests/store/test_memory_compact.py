@@ -57,12 +57,45 @@ def test_replaying_the_log_rebuilds_the_live_views() -> None:
         assert asyncio.run(store.get_job(job_id)) == view
 
 
-def test_retained_events_are_not_tracked_by_the_garbage_collector() -> None:
+def test_retained_jobs_and_events_are_not_tracked_by_the_garbage_collector() -> None:
     store = MemoryStore(retain_finished=1000)
     asyncio.run(_run_jobs(store, 5))
-    # A tuple is untracked when a collection finds only untracked values in it; one whose
-    # data tuple the same pass reached later is untracked on the next pass.
-    gc.collect()
-    gc.collect()
+    # A collection untracks a tuple when it finds only untracked values in it; a tuple
+    # whose inner tuples the same pass reaches later goes on the next pass, so nesting
+    # (job -> events -> event -> data) takes at most one pass per level.
+    for _ in range(4):
+        gc.collect()
     assert not any(gc.is_tracked(stored) for stored in store._log)
-    assert not any(gc.is_tracked(record.events) for record in store._jobs.values())
+    assert not any(gc.is_tracked(kept) for kept in store._jobs.values())
+
+
+async def _finish(store: MemoryStore, job_id: str, at: int) -> None:
+    await store.enqueue(job.enqueue(job_id, "p", 0, at_ms=at), capacity=100)
+    view = await store.claim_ready(at_ms=at)
+    assert view is not None and view.id == job_id
+    await store.append(job.succeed(view, at_ms=at, duration_ms=1))
+
+
+def test_finished_jobs_beyond_retention_are_evicted_oldest_first_with_their_events() -> None:
+    async def scenario() -> None:
+        store = MemoryStore(retain_finished=2)
+        for i in range(5):
+            await _finish(store, f"j{i}", 1_700_000_000_000 + i)
+        assert [await store.get_job(f"j{i}") is not None for i in range(5)] == [
+            False,
+            False,
+            False,
+            True,
+            True,
+        ]
+        assert await store.job_events("j0") is None
+        events = await store.read_events(after=0, limit=100, job_id=None, type=None)
+        assert [e.job_id for e in events] == ["j3"] * 3 + ["j4"] * 3  # starts at the oldest retained seq
+        assert events[0].seq == 10
+        stats = await store.stats()
+        assert (stats.event_count, stats.last_seq) == (6, 15)
+        # An evicted id is free again: enqueuing it makes a new job.
+        view, created = await store.enqueue(job.enqueue("j0", "again", 0, at_ms=1), capacity=100)
+        assert created and view.payload == "again"
+
+    asyncio.run(scenario())
