@@ -30,7 +30,9 @@ class JobConflict(KaspError):
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        super().__init__(f"job {job_id!r} already exists with a different payload or max_retries")
+        super().__init__(
+            f"job {job_id!r} already exists with a different payload or max_retries"
+        )
 
 
 class VersionConflict(KaspError):
@@ -40,7 +42,9 @@ class VersionConflict(KaspError):
         self.job_id = job_id
         self.expected = expected
         self.actual = actual
-        super().__init__(f"job {job_id!r} is at version {actual}, the event expected {expected}")
+        super().__init__(
+            f"job {job_id!r} is at version {actual}, the event expected {expected}"
+        )
 
 
 class QueueFull(KaspError):
