@@ -45,7 +45,9 @@ TRANSITIONS: tuple[tuple[EventType, JobState, JobState], ...] = (
 
 MACHINE_CONFIG: dict[str, Any] = {
     "states": [s.value for s in JobState],
-    "transitions": [{"trigger": t.value, "source": s.value, "dest": d.value} for t, s, d in TRANSITIONS],
+    "transitions": [
+        {"trigger": t.value, "source": s.value, "dest": d.value} for t, s, d in TRANSITIONS
+    ],
     "initial": INITIAL_STATE.value,
     "auto_transitions": False,
 }
