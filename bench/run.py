@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -377,7 +378,12 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)  # unwinds the `with Server(...)` blocks, so no server outlives the run
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sizes = Sizes()
     only = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s] or list(SCENARIOS)
     if "enqueue" in only or "engine" in only or "latency" in only:
