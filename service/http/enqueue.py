@@ -32,8 +32,8 @@ async def enqueue(request: Request) -> HTTPResponse:
         view, created = await engine.enqueue(job_id, payload, max_retries)
     except QueueFull as exc:
         # The one rejection that comes in floods: rendered here, from the same error
-        # table, rather than through Sanic's exception path, which was ~20% of a
-        # 429 request's time in the profile (docs/PERFORMANCE.md).
+        # table, rather than through Sanic's exception path (~28% of a 429 request in
+        # the profile, the response it sends included; docs/PERFORMANCE.md).
         return render(exc)
     if created:
         return json(
@@ -55,7 +55,7 @@ def _reject_constant(name: str) -> Any:
 
 
 # Built once: `json.loads(body, parse_constant=...)` builds a new decoder on
-# every call, which was ~5% of a POST /enqueue in the profile (docs/PERFORMANCE.md).
+# every call, ~2% of a POST /enqueue in the profile (docs/PERFORMANCE.md).
 _DECODER = stdlib_json.JSONDecoder(parse_constant=_reject_constant)
 
 

@@ -11,8 +11,8 @@ str/int values with its data flattened in. CPython's cyclic garbage collector
 stops tracking a tuple that holds only such values after its first pass, so a
 million retained jobs cost the collector nothing. Kept as `JobView` and
 `Event` objects, every full collection walked all of them: 16% of the no-HTTP
-engine benchmark's CPU time, pauses over 100 ms (the p99 of POST /enqueue),
-and ~430 more bytes a job (docs/PERFORMANCE.md). `Event` and `JobView` objects
+engine benchmark's CPU time, pauses up to ~120 ms (the p99 of POST /enqueue),
+and ~400 more bytes a job (docs/PERFORMANCE.md). `Event` and `JobView` objects
 are built on the way in and out; nothing else sees the tuples.
 """
 
