@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium bench-stores
+.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium bench bench-stores
 
 APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
@@ -58,7 +58,12 @@ bench-stores: install
 clean:
 	rm -rf $(VENV) coverage .coverage .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench
-## Benchmarks print figures (never pass/fail): every script under bench/, one after another.
+## Benchmarks print figures, never pass/fail, and are not part of `test`.
+## `bench`: kasp against its baselines (bench/run.py, wrk installed from Debian when
+## missing; sizes via BENCH_* variables, see bench/README.md), then every store
+## (bench/stores.py), then the event-stream fan-out (bench/stream_fanout.py).
 bench: install
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	$(BIN)/python -m bench.run
+	bash .ci/start-postgres
+	$(BIN)/python bench/stores.py
+	$(BIN)/python bench/stream_fanout.py

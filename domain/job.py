@@ -11,7 +11,7 @@ from typing import Any
 
 from domain.backoff import Backoff, RandomSource
 from domain.errors import InvalidTransition
-from domain.events import Event, format_ts
+from domain.events import NO_DATA, Event, format_ts
 from domain.projection import JobView
 from domain.states import INITIAL_STATE, EventType, JobState, MachineError, next_state
 
@@ -113,5 +113,5 @@ def _event(
         to_state=to_state,
         attempt=attempt,
         version=job.version + 1,
-        data=data if data is not None else {},
+        data=data if data is not None else NO_DATA,
     )

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from domain.events import Event, format_optional_ts, format_ts
 from domain.states import EventType, JobState
+from domain.values import value_type
 
 
 class ProjectionError(Exception):
     """An event does not follow from the view it is applied to (a corrupt or reordered log)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class JobView:
     id: str
     payload: str

@@ -1,0 +1,1 @@
+"""Baselines: the least code that does the same job, measured in the same run as kasp."""
