@@ -50,6 +50,7 @@ class WorkerPool:
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopping = False
         self._running: set[str] = set()  # ids of jobs whose attempt this pool runs
+        self._in_processor: set[asyncio.Task[None]] = set()  # workers inside user code
         self._lease_task: asyncio.Task[None] | None = None
         self.busy = 0
         self.recorded_while_draining: list[Event] = []  #: outcomes recorded after stop() began
@@ -84,16 +85,22 @@ class WorkerPool:
             await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
-        still_running = [t for t in self._tasks if not t.done()]
-        if still_running:
+        # Only a worker inside the processor is cancelled: one that is claiming or
+        # recording finishes that store write (cutting it would leave a job running
+        # until its lease expires), sees `_stopping` and leaves. So store writes need
+        # no asyncio.shield, which cost a Task per job (docs/PERFORMANCE.md).
+        interrupted = list(self._in_processor)
+        if interrupted:
             log.warning(
                 "%d attempts still running after %.1f s; interrupting them",
-                len(still_running),
+                len(interrupted),
                 timeout_s,
                 extra={"action": "pool_interrupt"},
             )
-            for t in still_running:
-                t.cancel()
+            for task in interrupted:
+                task.cancel()
+        still_running = [t for t in self._tasks if not t.done()]
+        if still_running:
             await asyncio.wait(still_running, timeout=10)  # recording `interrupted` is quick
         self._tasks = []
         if self._lease_task is not None:  # only now: attempts kept their leases while finishing
@@ -180,6 +187,9 @@ class WorkerPool:
             if view is None:
                 await self._wait_for_work()
                 continue
+            if self._stopping:  # claimed while shutdown began (a store claim can wait)
+                await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
+                break
             self.busy += 1
             self._running.add(view.id)
             try:
@@ -193,9 +203,13 @@ class WorkerPool:
     async def _attempt(self, view: JobView) -> None:
         attempt = Attempt(view.id, view.payload, view.attempts, view.max_retries)
         began = time.monotonic()
+        worker = asyncio.current_task()
+        assert worker is not None
+        self._in_processor.add(worker)
         try:
             await self._processor(attempt)
         except asyncio.CancelledError:
+            self._in_processor.discard(worker)
             event = job.interrupt(view, at_ms=now_ms(), reason="shutdown", duration_ms=_since(began))
             await self._record(event)
             raise
@@ -211,12 +225,13 @@ class WorkerPool:
             )
         else:
             event = job.succeed(view, at_ms=now_ms(), duration_ms=_since(began))
+        finally:
+            self._in_processor.discard(worker)
         await self._record(event)
 
     async def _record(self, event: Event) -> None:
         try:
-            # Shielded: a shutdown's cancellation must not lose an outcome mid-write.
-            await asyncio.shield(self._store.append(event))
+            await self._store.append(event)  # never cancelled: see stop()
             if self._stopping:
                 self.recorded_while_draining.append(event)
         except VersionConflict:

@@ -18,7 +18,6 @@ are built on the way in and out; nothing else sees the tuples.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from bisect import bisect_right
 from collections import Counter, deque
@@ -141,23 +140,7 @@ class MemoryStore:
             raise QueueFull(capacity)
         return self._commit(None, (), event), True
 
-    def append(self, event: Event) -> asyncio.Future[JobView]:
-        """EventStore.append, as an already-completed future rather than a coroutine.
-
-        The pool shields every append, so that a shutdown cannot cut a durable
-        store's write in half; `asyncio.shield` wraps a coroutine in a new Task
-        (one more loop turn per job: ~25% of the no-HTTP engine benchmark) but
-        passes a done future straight through. This store's append never waits,
-        so awaiting it behaves exactly as awaiting the coroutine would.
-        """
-        outcome: asyncio.Future[JobView] = asyncio.get_running_loop().create_future()
-        try:
-            outcome.set_result(self._append(event))
-        except Exception as exc:  # raised at `await`, as from a coroutine
-            outcome.set_exception(exc)
-        return outcome
-
-    def _append(self, event: Event) -> JobView:
+    async def append(self, event: Event) -> JobView:
         kept = self._jobs.get(event.job_id)
         if kept is None:
             raise UnknownJob(event.job_id)

@@ -99,7 +99,8 @@ def test_memory_stays_bounded_under_sustained_load(monkeypatch: pytest.MonkeyPat
         assert len(store._log) <= 2 * 20 * 3 + 10  # compaction kept the log near the retained events
         assert len(store._jobs) == 20
         events = await store.read_events(after=0, limit=1000, job_id=None, type=None)
-        assert len(events) == 60 and project(events) == {j: r.view for j, r in store._jobs.items()}
+        live = {job_id: await store.get_job(job_id) for job_id in store._jobs}
+        assert len(events) == 60 and project(events) == live
 
     run(scenario())
 
