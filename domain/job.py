@@ -32,7 +32,11 @@ def enqueue(job_id: str, payload: str, max_retries: int, *, at_ms: int) -> Event
 
 
 def start(job: JobView, *, at_ms: int) -> Event:
-    return _move(job, EventType.STARTED, at_ms, attempt=job.attempts + 1)
+    """`waited_ms`: how long the job was ready before this start (a retry is ready once
+    its delay is over), read off the view so every instance measures it the same way."""
+    ready_at_ms = job.next_attempt_at_ms if job.next_attempt_at_ms is not None else job.updated_at_ms
+    data = {"waited_ms": max(0, at_ms - ready_at_ms)}
+    return _move(job, EventType.STARTED, at_ms, attempt=job.attempts + 1, data=data)
 
 
 def succeed(job: JobView, *, at_ms: int, duration_ms: int) -> Event:

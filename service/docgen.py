@@ -43,7 +43,10 @@ STATE_DOCS: dict[JobState, str] = {
 # tests/docs/ checks these keys against the events a real server writes.
 EVENT_DOCS: dict[EventType, tuple[str, tuple[str, ...]]] = {
     EventType.ENQUEUED: ("accepted by `POST /enqueue`", ("payload", "max_retries")),
-    EventType.STARTED: ("a worker begins attempt n (n = 1, 2, ...)", ()),
+    EventType.STARTED: (
+        "a worker begins attempt n (n = 1, 2, ...); `waited_ms`: how long the job was ready before",
+        ("waited_ms",),
+    ),
     EventType.SUCCEEDED: ("the attempt succeeded", ("duration_ms",)),
     EventType.RETRY_SCHEDULED: (
         "the attempt failed and retries remain",

@@ -56,8 +56,8 @@ class EventFeed:
     # -- the store listener: on the append path, so O(1) and allocation-free mostly
 
     def on_event(self, event: Event) -> None:
-        if self._fire_scheduled:
-            return
+        if self._fire_scheduled or self._wake is None:
+            return  # a wake-up is on its way, or no stream is waiting for one
         self._fire_scheduled = True
         if threading.get_ident() == self._thread_id:
             self._loop.call_soon(self._fire)

@@ -37,13 +37,10 @@ ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 # Ready-to-start waits: ~a loop iteration when workers are idle, queue-length
 # times attempt duration when they are not (a guess).
 START_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-# Jobs whose ready time is remembered; beyond it the oldest are forgotten (a guess).
-MAX_TRACKED_READY = 100_000
 
 _OUTCOMES = frozenset(
     {EventType.SUCCEEDED, EventType.RETRY_SCHEDULED, EventType.FAILED, EventType.INTERRUPTED}
 )
-_BECOMES_READY = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +88,11 @@ class Metrics:
         # Children bound once (labels() takes a lock and a lookup); every series exists from the start, at 0.
         self._events_by_type = {t: self.events.labels(t.value) for t in EventType}
         self._duration_by_outcome = {t: self.attempt_duration.labels(t.value) for t in sorted(_OUTCOMES)}
-        for reason in sorted(set(REJECTION_REASONS.values())):
-            self.rejected.labels(reason)
+        self._rejected_by_status = {
+            status: self.rejected.labels(r) for status, r in REJECTION_REASONS.items()
+        }
         self._levels = _LevelsCollector()
         self.registry.register(self._levels)
-        self._ready_at_ms: dict[str, int] = {}
 
     # -- the store listener ------------------------------------------------
 
@@ -103,34 +100,21 @@ class Metrics:
         kind = event.type
         self._events_by_type[kind].inc()
         if kind is EventType.STARTED:
-            ready_at_ms = self._ready_at_ms.pop(event.job_id, None)
-            if ready_at_ms is not None:  # unknown when it became ready elsewhere (another instance)
-                self.start_latency.observe(max(0, event.at_ms - ready_at_ms) / 1000)
+            self.start_latency.observe(event.data["waited_ms"] / 1000)
             return
         if kind in _OUTCOMES:
             duration_ms = event.data.get("duration_ms")
             if duration_ms is not None:  # an `interrupted` of a lost lease has none
                 self._duration_by_outcome[kind].observe(duration_ms / 1000)
-        if kind in _BECOMES_READY:
-            self._remember_ready(event.job_id, event.at_ms)
-        elif kind is EventType.RETRY_SCHEDULED:
-            self._remember_ready(event.job_id, event.at_ms + event.data["delay_ms"])
-
-    def _remember_ready(self, job_id: str, at_ms: int) -> None:
-        ready = self._ready_at_ms
-        ready.pop(job_id, None)  # re-insert at the end: the dict's order is age order
-        if len(ready) >= MAX_TRACKED_READY:
-            del ready[next(iter(ready))]
-        ready[job_id] = at_ms
 
     # -- HTTP --------------------------------------------------------------
 
     def count_rejection(self, method: str, path: str, status: int) -> None:
         """Called for every error response; counts those that refused an enqueue."""
         if path == ENQUEUE_PATH and method == "POST":
-            reason = REJECTION_REASONS.get(status)
-            if reason is not None:
-                self.rejected.labels(reason).inc()
+            counter = self._rejected_by_status.get(status)
+            if counter is not None:
+                counter.inc()
 
     def render(self, levels: Levels, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
         """The exposition text with `levels` as the gauges' values (one scrape)."""

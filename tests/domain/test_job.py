@@ -163,6 +163,16 @@ def test_an_interrupted_attempt_does_not_use_up_the_budget() -> None:
     assert s.fail().type is EventType.FAILED
 
 
+def test_started_says_how_long_the_job_was_ready_not_counting_the_retry_delay() -> None:
+    s = Script(max_retries=1)
+    assert s.do(job.start).data == {"waited_ms": 10}  # ready since its enqueue, 10 ms before
+    retry = s.fail(r=0.5)  # due 50 ms after the failure
+    again = job.start(s.view, at_ms=retry.at_ms + 80)
+    assert again.data == {"waited_ms": 30}
+    early = job.start(s.view, at_ms=retry.at_ms + 20)  # a clock behind the due time
+    assert early.data == {"waited_ms": 0}
+
+
 def test_long_errors_are_truncated() -> None:
     s = Script()
     s.do(job.start)
@@ -253,5 +263,5 @@ def test_event_json_has_specs_shape() -> None:
         "from": "queued",
         "to": "running",
         "attempt": 1,
-        "data": {},
+        "data": {"waited_ms": 10},
     }
