@@ -9,6 +9,7 @@ them from `store.stats()` and the pool when scraped, so they cannot drift from
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -78,19 +79,14 @@ class Metrics:
             buckets=START_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.rejected = Counter(
-            "kasp_enqueue_rejected",
-            "POST /enqueue requests refused, by reason: invalid (400/413/415), conflict (409), "
-            "full (429), draining (503)",
-            ["reason"],
-            registry=self.registry,
-        )
+        # A plain count per reason, exposed at scrape time: rejections come in floods
+        # (a full queue answers 429 to every request), and prometheus-client's
+        # locked Counter.inc was 2% of such a request (docs/PERFORMANCE.md).
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.registry.register(_RejectionsCollector(self.rejected))
         # Children bound once (labels() takes a lock and a lookup); every series exists from the start, at 0.
         self._events_by_type = {t: self.events.labels(t.value) for t in EventType}
         self._duration_by_outcome = {t: self.attempt_duration.labels(t.value) for t in sorted(_OUTCOMES)}
-        self._rejected_by_status = {
-            status: self.rejected.labels(r) for status, r in REJECTION_REASONS.items()
-        }
         self._levels = _LevelsCollector()
         self.registry.register(self._levels)
 
@@ -112,9 +108,9 @@ class Metrics:
     def count_rejection(self, method: str, path: str, status: int) -> None:
         """Called for every error response; counts those that refused an enqueue."""
         if path == ENQUEUE_PATH and method == "POST":
-            counter = self._rejected_by_status.get(status)
-            if counter is not None:
-                counter.inc()
+            reason = REJECTION_REASONS.get(status)
+            if reason is not None:
+                self.rejected[reason] += 1
 
     def render(self, levels: Levels, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
         """The exposition text with `levels` as the gauges' values (one scrape)."""
@@ -123,6 +119,24 @@ class Metrics:
             return encoder(self.registry)
         finally:
             self._levels.levels = None
+
+
+class _RejectionsCollector:
+    """`kasp_enqueue_rejected_total{reason}`, every reason present from the start at 0."""
+
+    def __init__(self, counts: Mapping[str, int]) -> None:
+        self._counts = counts
+
+    def collect(self) -> list[Metric]:
+        family = CounterMetricFamily(
+            "kasp_enqueue_rejected",
+            "POST /enqueue requests refused, by reason: invalid (400/413/415), conflict (409), "
+            "full (429), draining (503)",
+            labels=["reason"],
+        )
+        for reason in sorted(set(REJECTION_REASONS.values())):
+            family.add_metric([reason], self._counts.get(reason, 0))
+        return [family]
 
 
 class _LevelsCollector:
