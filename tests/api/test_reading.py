@@ -58,7 +58,8 @@ def test_a_job_reads_back_with_every_field(client: httpx.Client) -> None:
 
 
 def test_a_job_waiting_out_its_retry_delay_is_queued_with_next_attempt_at(make_server: MakeServer) -> None:
-    _, client = make_server(backoff_base_ms=60_000, backoff_max_ms=60_000, shutdown_timeout=0.5)
+    hour_ms = 3_600_000  # full jitter: a delay short enough to end during the test is ~1 in 10^5
+    _, client = make_server(backoff_base_ms=hour_ms, backoff_max_ms=hour_ms, shutdown_timeout=0.5)
     enqueue(client, "later", "fail,ok", max_retries=1)
     job = wait_until(lambda: (j := client.get("/jobs/later").json())["next_attempt_at"] and j)
     assert job["state"] == "queued" and job["attempts"] == 1

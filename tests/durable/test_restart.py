@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from tests.durable.conftest import check_log_invariants
@@ -21,7 +20,6 @@ def test_a_restart_continues_queued_delayed_and_interrupted_jobs(
     wait_quietly(lambda: first.client.get("/jobs/long").json()["state"] == "running", timeout=10)
     for name in ("q1", "q2"):
         assert post("/enqueue", json={"id": name, "payload": ""}).status_code == 202
-    time.sleep(0.3)  # Sanic installs its signal handlers just after ready (notes §1): not a wait for state
     assert first.terminate() == 0
 
     second = spawn(**env)

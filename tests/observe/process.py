@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ import httpx
 from tests.support.server import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_SETTLE_S = 0.3  # notes §1: Sanic installs its signal handlers just after the first ready answer
 
 
 @dataclass
@@ -39,13 +37,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def service_process(
-    env: dict[str, str], tmp_path: Path, *, will_signal: bool = False
-) -> Iterator[ServiceProcess]:
+def service_process(env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
     """Start `python -m sanic service.app:create_app --factory --single-process` and wait until ready.
 
-    `will_signal`: also wait out the window after the first ready answer in which
-    Sanic has not yet installed its signal handlers (notes §1)."""
+    /readyz answers 200 only once after_server_start has run, which Sanic does after
+    installing its signal handlers (notes §1): from then on a signal is safe to send."""
     port = free_port()
     log_path = tmp_path / "kasp.log"
     full_env = {
@@ -78,8 +74,6 @@ def service_process(
     service = ServiceProcess(proc, f"http://127.0.0.1:{port}", log_path)
     try:
         wait_until(lambda: _ready(service), timeout=20, interval=0.05)
-        if will_signal:
-            time.sleep(READY_SETTLE_S)  # not a wait for a result: nothing observable marks the handlers
         yield service
     finally:
         if proc.poll() is None:

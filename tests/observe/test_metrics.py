@@ -35,7 +35,8 @@ def all_events(client: httpx.Client) -> list[dict[str, object]]:
 
 
 def test_metrics_parse_and_agree_with_stats(make_server: MakeServer) -> None:
-    _, client = make_server(workers=3, queue_size=2, backoff_base_ms=60_000, backoff_max_ms=60_000)
+    hour_ms = 3_600_000  # full jitter: a delay short enough to end during the test is ~1 in 10^5
+    _, client = make_server(workers=3, queue_size=2, backoff_base_ms=hour_ms, backoff_max_ms=hour_ms)
     for job_id in ("s1", "s2"):
         client.post("/enqueue", json={"id": job_id, "payload": "sleep=30"})
     client.post("/enqueue", json={"id": "delayed", "payload": "fail", "max_retries": 3})

@@ -27,7 +27,7 @@ def test_sigterm_with_open_streams_exits_0_within_the_timeout(tmp_path: Path) ->
         "WORK_MAX_MS": "3",
         "ERROR_RATE": "0",
     }
-    with service_process(env, tmp_path, will_signal=True) as service:
+    with service_process(env, tmp_path) as service:
         subs = [Subscriber(f"{service.url}/events/stream").start() for _ in range(5)]
         # One client that never reads, its server-side send blocked when SIGTERM comes
         # (STREAM_SEND_TIMEOUT is far away): it must not hold the exit either.
