@@ -9,18 +9,18 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.process.conftest import Service
 from tests.support.server import wait_until
+from tests.support.service_process import ServiceProcess
 
-Start = Callable[..., Service]
+Start = Callable[..., ServiceProcess]
 
 
-def post(service: Service, job_id: str, payload: str) -> httpx.Response:
+def post(service: ServiceProcess, job_id: str, payload: str) -> httpx.Response:
     # A fresh connection each time: the listener itself must still be answering.
     return httpx.post(f"{service.url}/enqueue", json={"id": job_id, "payload": payload}, timeout=5)
 
 
-def state(service: Service, job_id: str) -> str:
+def state(service: ServiceProcess, job_id: str) -> str:
     return httpx.get(f"{service.url}/jobs/{job_id}", timeout=5).json()["state"]
 
 

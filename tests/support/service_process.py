@@ -45,20 +45,35 @@ def free_port() -> int:
 
 
 class ServiceProcess:
+    """One kasp process. `defaults` are settings applied under `env` (the machine's own
+    values for those names are dropped); `address_from_env` gives HOST/PORT as
+    environment variables instead of -H/-p, as `make start` users do."""
+
     def __init__(
-        self, env: Mapping[str, str], log_path: Path, mode: tuple[str, ...] = ("--single-process",)
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        mode: tuple[str, ...] = ("--single-process",),
+        *,
+        defaults: Mapping[str, str] = BASE_ENV,
+        address_from_env: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         clean = {
-            k: v for k, v in os.environ.items() if k not in BASE_ENV and k not in ("STORE", "LEASE_TIMEOUT")
+            k: v for k, v in os.environ.items() if k not in defaults and k not in ("STORE", "LEASE_TIMEOUT")
         }
+        if address_from_env:
+            clean |= {"HOST": "127.0.0.1", "PORT": str(self.port)}
+            address: list[str] = []
+        else:
+            address = ["-H", "127.0.0.1", "-p", str(self.port)]
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sanic", "service.app:create_app", "--factory", *mode,
-             "-H", "127.0.0.1", "-p", str(self.port), "--no-motd"],
-            env={**clean, **BASE_ENV, **env},
+             *address, "--no-motd"],
+            env={**clean, **defaults, **env},
             cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -69,7 +84,9 @@ class ServiceProcess:
     def wait_ready(self, timeout: float = 30.0) -> ServiceProcess:
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"kasp exited with {self.proc.returncode} before it was ready")
+                raise AssertionError(
+                    f"kasp exited with {self.proc.returncode} before it was ready:\n{self.log()}"
+                )
             try:
                 return self.client.get("/readyz").status_code == 200
             except httpx.TransportError:
@@ -77,6 +94,19 @@ class ServiceProcess:
 
         wait_until(ready, timeout=timeout, interval=0.05)
         return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Signal the process itself (Sanic's main process), as `kill` or an orchestrator does."""
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"kasp did not exit within {timeout} s:\n{self.log()}") from None
 
     def kill(self) -> None:
         """SIGKILL the whole group: no shutdown code runs, as in a power loss."""
