@@ -33,7 +33,7 @@ coverage-html: coverage
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy domain
+	$(BIN)/mypy domain service
 
 format: install
 	$(BIN)/ruff format .

@@ -23,19 +23,13 @@ from sanic import Sanic
 from sanic.http.constants import HTTP
 from sanic.log import LOGGING_CONFIG_DEFAULTS
 
-from domain.backoff import Backoff
 from service import config as config_module
-from service.clock import now_ms
 from service.config import Config, ConfigError
-from service.engine import Engine
-from service.feed import EventFeed
 from service.http import docs, enqueue, events, health, jobs, stats, stream
 from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
-from service.metrics import Metrics
-from service.pool import WorkerPool
+from service.parts import App, Parts, build_parts, parts_of
 from service.processors import load_processor
-from service.store import open_store
 
 log = logging.getLogger("kasp")
 
@@ -43,7 +37,7 @@ APP_NAME = "kasp"
 HEAD_BUDGET_BYTES = 64 * 1024  # request line + headers allowed on top of MAX_BODY_BYTES
 
 
-class KaspSanic(Sanic):
+class KaspSanic(Sanic[Any, Any]):
     """Sanic whose default listen address is HOST/PORT from kasp's configuration,
     so the plain Sanic CLI serves where `make start` does (-H/-p still win)."""
 
@@ -53,7 +47,7 @@ class KaspSanic(Sanic):
         return Sanic.get_address(host or self.config.HOST, port or self.config.PORT, version, auto_tls)
 
 
-def create_app(*, environ: Mapping[str, str] | None = None, config: Config | None = None) -> Sanic:
+def create_app(*, environ: Mapping[str, str] | None = None, config: Config | None = None) -> App:
     """Build the service. Keyword-only: the Sanic CLI passes its argparse Namespace positionally."""
     if config is None:
         try:
@@ -81,12 +75,12 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     return app
 
 
-def _refuse_several_processes(app: Sanic) -> None:
+def _refuse_several_processes(app: App) -> None:
     """Only PostgreSQL is shared between processes; memory and SQLite belong to one."""
-    store: str = app.ctx.config.store
-    if app.state.workers == 1 or store.startswith("postgres"):
+    kind = app.ctx.config.store_kind
+    if app.state.workers == 1 or kind == "postgres":
         return
-    if store.startswith("sqlite"):
+    if kind == "sqlite":
         raise SystemExit(
             f"kasp: the SQLite store is served by one process, but {app.state.workers} Sanic "
             "worker processes were asked for; run with --single-process (or one worker), "
@@ -99,25 +93,11 @@ def _refuse_several_processes(app: Sanic) -> None:
     )
 
 
-async def _start(app: Sanic) -> None:
+async def _start(app: App) -> None:
     config: Config = app.ctx.config
-    store = open_store(
-        config.store, retain_finished=config.retain_finished, lease_timeout_s=config.lease_timeout
-    )
-    await store.open()
-    app.ctx.store = store
-    app.ctx.metrics = Metrics()
-    store.add_listener(app.ctx.metrics.on_event)
-    app.ctx.feed = EventFeed(poll_interval_s=store.poll_interval_s)
-    store.add_listener(app.ctx.feed.on_event)
-    app.ctx.engine = Engine(store, capacity=config.queue_size, clock=now_ms)
-    app.ctx.pool = WorkerPool(
-        store,
-        load_processor(config),
-        size=config.workers,
-        backoff=Backoff(config.backoff_base_ms, config.backoff_max_ms),
-    )
-    app.ctx.pool.start()
+    parts = await build_parts(config)
+    app.ctx.parts = parts
+    parts.pool.start()
     app.ctx.drain_task = None
     log.info(
         "kasp started: %d workers, queue %d, store %s",
@@ -128,7 +108,7 @@ async def _start(app: Sanic) -> None:
     )
 
 
-def _mark_ready(app: Sanic) -> None:
+def _mark_ready(app: App) -> None:
     # Sync on purpose: Sanic's signal handlers are installed by now (notes §1).
     # Everything built so far (modules, routes, docs, metrics) lives as long as the
     # process: moved out of the collector's sight, it no longer lengthens every full
@@ -137,16 +117,17 @@ def _mark_ready(app: Sanic) -> None:
     app.ctx.ready = True
 
 
-async def _drain(app: Sanic) -> None:
+async def _drain(app: App) -> None:
     # A second signal re-runs this listener concurrently: share one drain.
     if app.ctx.drain_task is None:
         app.ctx.drain_task = asyncio.ensure_future(_drain_once(app))
     await asyncio.shield(app.ctx.drain_task)
 
 
-async def _drain_once(app: Sanic) -> None:
-    config: Config = app.ctx.config
-    app.ctx.engine.accepting = False
+async def _drain_once(app: App) -> None:
+    parts = parts_of(app)
+    config = parts.config
+    parts.engine.accepting = False
     force = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -157,20 +138,20 @@ async def _drain_once(app: Sanic) -> None:
     log.info(
         "shutting down: no new jobs; waiting up to %.1f s for %d running attempts",
         config.shutdown_timeout,
-        app.ctx.pool.busy,
+        parts.pool.busy,
         extra={"action": "shutdown_begin"},
     )
     try:
-        await app.ctx.pool.stop(timeout_s=config.shutdown_timeout, force=force)
-        await _report_drain(app)
+        await parts.pool.stop(timeout_s=config.shutdown_timeout, force=force)
+        await _report_drain(parts)
     finally:
         # After the pool, so streams still carry the drain's own events; in `finally`
         # so a failing drain never leaves streams holding the exit open.
-        app.ctx.feed.close()
+        parts.feed.close()
 
 
-async def _report_drain(app: Sanic) -> None:
-    outcomes = app.ctx.pool.recorded_while_draining
+async def _report_drain(parts: Parts) -> None:
+    outcomes = parts.pool.recorded_while_draining
     log.info(
         "drained: %d attempts ended during shutdown%s%s",
         len(outcomes),
@@ -178,8 +159,8 @@ async def _report_drain(app: Sanic) -> None:
         ", ".join(f"{e.job_id}#{e.attempt} {e.type.value}" for e in outcomes),
         extra={"action": "shutdown_outcomes"},
     )
-    unfinished = await app.ctx.store.unfinished_job_ids()
-    if unfinished and app.ctx.config.store.startswith("memory"):
+    unfinished = await parts.store.unfinished_job_ids()
+    if unfinished and parts.config.store_kind == "memory":
         log.warning(
             "exiting with %d unfinished jobs, lost with the memory store: %s",
             len(unfinished),
@@ -195,8 +176,8 @@ async def _report_drain(app: Sanic) -> None:
     log.info("worker pool stopped", extra={"action": "shutdown_drained"})
 
 
-async def _close(app: Sanic) -> None:
-    await app.ctx.store.close()
+async def _close(app: App) -> None:
+    await parts_of(app).store.close()
 
 
 def _configure_logging(config: Config) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 class ConfigError(ValueError):
@@ -93,17 +93,28 @@ def parse_log_level(raw: str, s: Setting) -> str:
 
 
 STORE_SCHEMES = ("memory", "sqlite", "postgresql", "postgres")
+StoreKind = Literal["memory", "sqlite", "postgres"]
+
+
+def store_kind(url: str) -> StoreKind:
+    """Which adapter a (validated) STORE URL selects: the one place its scheme is read."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "memory":
+        return "memory"
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgresql", "postgres"):
+        return "postgres"
+    raise ConfigError(f"STORE={url!r}: unknown store (expected one of: {', '.join(STORE_SCHEMES)})")
 
 
 def parse_store(raw: str, s: Setting) -> str:
     text = raw.strip()
-    scheme = text.split(":", 1)[0].lower()
-    if scheme not in STORE_SCHEMES:
-        raise ConfigError(f"{s.name}={raw!r}: unknown store (expected one of: {', '.join(STORE_SCHEMES)})")
-    if scheme == "sqlite" and (not text.lower().startswith("sqlite:///") or len(text) <= len("sqlite:///")):
+    kind = store_kind(text)
+    if kind == "sqlite" and (not text.lower().startswith("sqlite:///") or len(text) <= len("sqlite:///")):
         raise ConfigError(f"{s.name}={raw!r}: expected sqlite:///path/kasp.db (three slashes, then a path)")
-    if scheme != "memory" and "://" not in text:
-        raise ConfigError(f"{s.name}={raw!r}: expected a URL like {scheme}://...")
+    if kind != "memory" and "://" not in text:
+        raise ConfigError(f"{s.name}={raw!r}: expected a URL like {text.split(':', 1)[0]}://...")
     return text
 
 
@@ -211,6 +222,10 @@ class Config:
     access_log: bool = False
     stream_heartbeat: float = 15.0
     stream_send_timeout: float = 10.0
+
+    @property
+    def store_kind(self) -> StoreKind:
+        return store_kind(self.store)
 
 
 def load(environ: Mapping[str, str]) -> Config:

@@ -18,7 +18,7 @@ import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from swagger_ui_bundle import swagger_ui_path
 from transitions.extensions import GraphMachine
@@ -121,12 +121,12 @@ def _styles(*, font: str | None) -> dict[str, Any]:
     return styles
 
 
-class _MermaidGraph(GraphMachine):  # type: ignore[misc]
-    style_attributes: ClassVar[dict[str, Any]] = _styles(font=None)
+class _MermaidGraph(GraphMachine):
+    style_attributes: dict[str, Any] = _styles(font=None)
 
 
-class _SvgGraph(GraphMachine):  # type: ignore[misc]
-    style_attributes: ClassVar[dict[str, Any]] = _styles(font=DIAGRAM_FONT)
+class _SvgGraph(GraphMachine):
+    style_attributes: dict[str, Any] = _styles(font=DIAGRAM_FONT)
 
 
 def state_diagram_mermaid() -> str:
@@ -202,7 +202,7 @@ def error_section(doc: dict[str, Any]) -> str:
     rows = [
         (f"`{name}`", prop["type"], prop.get("description", "")) for name, prop in error["properties"].items()
     ]
-    return error["description"] + "\n\n" + _table(("field", "type", "meaning"), rows)
+    return str(error["description"]) + "\n\n" + _table(("field", "type", "meaning"), rows)
 
 
 def render() -> str:

@@ -35,12 +35,14 @@ class Engine:
 
     async def requeue(self, job_id: str) -> JobView:
         """Give a failed job a fresh budget; InvalidTransition unless it is failed."""
-        for _ in range(MAX_VERSION_RETRIES):
+        for attempt in range(1, MAX_VERSION_RETRIES + 1):
             view = await self._store.get_job(job_id)
             if view is None:
                 raise UnknownJob(job_id)
             try:
                 return await self._store.append(job.requeue(view, at_ms=self._clock()))
             except VersionConflict:
-                continue  # it moved under us: decide again from its new state
-        raise VersionConflict(job_id, view.version, view.version + 1)
+                if attempt == MAX_VERSION_RETRIES:
+                    raise
+                # it moved under us: decide again from its new state
+        raise AssertionError("unreachable: the last try returns or raises")

@@ -48,7 +48,7 @@ class WorkerPool:
         self._idle: deque[asyncio.Future[None]] = deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
-        self._stopping = False
+        self._stop = asyncio.Event()  # set once stop() begins
         self._running: set[str] = set()  # ids of jobs whose attempt this pool runs
         self._in_processor: set[asyncio.Task[None]] = set()  # workers inside user code
         self._lease_task: asyncio.Task[None] | None = None
@@ -69,7 +69,7 @@ class WorkerPool:
 
         `force` (set by a second signal) ends the wait early.
         """
-        self._stopping = True
+        self._stop.set()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -115,7 +115,7 @@ class WorkerPool:
             try:
                 if self._running:
                     await store.renew_leases(list(self._running))
-                if not self._stopping:
+                if not self._stop.is_set():
                     await store.recover_expired()
             except Exception:
                 log.exception("renewing or recovering leases failed", extra={"action": "lease_error"})
@@ -145,7 +145,7 @@ class WorkerPool:
                 return
 
     def _wake_at(self, due_ms: int) -> None:
-        if self._stopping:
+        if self._stop.is_set():
             return
         loop = asyncio.get_running_loop()
         delay_s = max(0.0, (due_ms - now_ms()) / 1000)
@@ -177,7 +177,7 @@ class WorkerPool:
     # -- working -----------------------------------------------------------
 
     async def _work(self) -> None:
-        while not self._stopping:
+        while not self._stop.is_set():
             try:
                 view = await self._store.claim_ready(at_ms=now_ms())
             except Exception:
@@ -187,7 +187,7 @@ class WorkerPool:
             if view is None:
                 await self._wait_for_work()
                 continue
-            if self._stopping:  # claimed while shutdown began (a store claim can wait)
+            if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
                 await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
                 break
             self.busy += 1
@@ -232,7 +232,7 @@ class WorkerPool:
     async def _record(self, event: Event) -> None:
         try:
             await self._store.append(event)  # never cancelled: see stop()
-            if self._stopping:
+            if self._stop.is_set():
                 self.recorded_while_draining.append(event)
         except VersionConflict:
             log.warning(

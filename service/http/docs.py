@@ -16,11 +16,12 @@ from pathlib import Path
 from string import Template
 
 import markdown
-from sanic import Blueprint, HTTPResponse, Request, Sanic, raw
+from sanic import Blueprint, HTTPResponse, Request, raw
 from sanic.exceptions import NotFound
 from swagger_ui_bundle import swagger_ui_path
 
 from service.openapi import document_bytes
+from service.parts import App
 
 log = logging.getLogger("kasp.docs")
 bp = Blueprint("docs")
@@ -72,7 +73,8 @@ class DocsSite:
 
 def render_documentation(source: str) -> str:
     """The Markdown source as the body of the /docs/ page."""
-    return markdown.markdown(source, extensions=list(MARKDOWN_EXTENSIONS), output_format="html")
+    html: str = markdown.markdown(source, extensions=list(MARKDOWN_EXTENSIONS), output_format="html")
+    return html
 
 
 @cache  # once per process: the files only change with a new checkout, which means a restart
@@ -104,7 +106,7 @@ def load_site(docs_dir: Path = DOCS_DIR) -> DocsSite:
 
 
 @bp.before_server_start
-def _load(app: Sanic) -> None:
+def _load(app: App) -> None:
     app.ctx.docs_site = load_site()
 
 

@@ -11,6 +11,7 @@ from sanic import Blueprint, HTTPResponse, Request, json
 from domain.errors import QueueFull
 from service.engine import Draining
 from service.http.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, render
+from service.parts import parts_of
 
 bp = Blueprint("enqueue")
 
@@ -20,11 +21,11 @@ MAX_RETRIES_LIMIT = 100
 
 @bp.post("/enqueue")
 async def enqueue(request: Request) -> HTTPResponse:
-    engine = request.app.ctx.engine
+    engine = parts_of(request).engine
     if not engine.accepting:
         raise Draining()
     _check_content_type(request.headers.get("content-type"))
-    limit = request.app.ctx.config.max_body_bytes
+    limit = parts_of(request).config.max_body_bytes
     if len(request.body) > limit:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
     job_id, payload, max_retries = parse_job(request.body)
@@ -35,7 +36,7 @@ async def enqueue(request: Request) -> HTTPResponse:
         # table, rather than through Sanic's exception path (~28% of a 429 request in
         # the profile, the response it sends included; docs/PERFORMANCE.md).
         response = render(exc)
-        request.app.ctx.metrics.count_rejection(request.method, request.path, response.status)
+        parts_of(request).metrics.count_rejection(request.method, request.path, response.status)
         return response
     if created:
         return json(

@@ -100,7 +100,7 @@ class KaspErrorHandler(ErrorHandler):
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         response = render(exception)
-        metrics = getattr(request.app.ctx, "metrics", None)  # absent before the server starts
-        if metrics is not None:
-            metrics.count_rejection(request.method, request.path, response.status)
+        parts = getattr(request.app.ctx, "parts", None)  # absent before the server starts
+        if parts is not None:
+            parts.metrics.count_rejection(request.method, request.path, response.status)
         return response

@@ -14,9 +14,9 @@ async def healthz(request: Request) -> HTTPResponse:
 
 @bp.get("/readyz")
 async def readyz(request: Request) -> HTTPResponse:
-    ctx = request.app.ctx
-    if not ctx.engine.accepting:
+    parts = getattr(request.app.ctx, "parts", None)  # absent until the store is open
+    if parts is not None and not parts.engine.accepting:
         return json({"status": "draining"}, status=503)
-    if not getattr(ctx, "ready", False):
+    if parts is None or not request.app.ctx.ready:
         return json({"status": "starting"}, status=503)
     return json({"status": "ready"})

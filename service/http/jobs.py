@@ -7,6 +7,7 @@ from sanic import Blueprint, HTTPResponse, Request, json
 from domain.errors import UnknownJob
 from domain.states import JobState
 from service.http.query import enum_param, int_param
+from service.parts import parts_of
 
 bp = Blueprint("jobs")
 
@@ -17,7 +18,7 @@ MAX_CURSOR = 10**18
 
 @bp.get("/jobs/<job_id:str>")
 async def get_job(request: Request, job_id: str) -> HTTPResponse:
-    view = await request.app.ctx.store.get_job(job_id)
+    view = await parts_of(request).store.get_job(job_id)
     if view is None:
         raise UnknownJob(job_id)
     return json(view.to_dict())
@@ -28,14 +29,14 @@ async def list_jobs(request: Request) -> HTTPResponse:
     state = enum_param(request, "state", JobState)
     limit = int_param(request, "limit", default=DEFAULT_PAGE, lo=1, hi=MAX_PAGE)
     cursor = int_param(request, "cursor", default=0, lo=0, hi=MAX_CURSOR)
-    page = await request.app.ctx.store.list_jobs(state=state, limit=limit, cursor=cursor)
+    page = await parts_of(request).store.list_jobs(state=state, limit=limit, cursor=cursor)
     next_cursor = str(page.next_cursor) if page.next_cursor is not None else None
     return json({"jobs": [v.to_dict() for v in page.jobs], "next_cursor": next_cursor})
 
 
 @bp.get("/jobs/<job_id:str>/events")
 async def job_events(request: Request, job_id: str) -> HTTPResponse:
-    events = await request.app.ctx.store.job_events(job_id)
+    events = await parts_of(request).store.job_events(job_id)
     if events is None:
         raise UnknownJob(job_id)
     return json({"events": [e.to_dict() for e in events]})
@@ -43,7 +44,7 @@ async def job_events(request: Request, job_id: str) -> HTTPResponse:
 
 @bp.post("/jobs/<job_id:str>/retry")
 async def retry_job(request: Request, job_id: str) -> HTTPResponse:
-    view = await request.app.ctx.engine.requeue(job_id)  # UnknownJob -> 404, InvalidTransition -> 409
+    view = await parts_of(request).engine.requeue(job_id)  # UnknownJob -> 404, InvalidTransition -> 409
     return json(
         {"status": view.state.value, "id": view.id}, status=202, headers={"Location": f"/jobs/{view.id}"}
     )

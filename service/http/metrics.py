@@ -7,13 +7,14 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import raw
 
 from service.metrics import Levels
+from service.parts import parts_of
 
 bp = Blueprint("metrics")
 
 
 @bp.get("/metrics")
 async def metrics(request: Request) -> HTTPResponse:
-    ctx = request.app.ctx
+    ctx = parts_of(request)
     stats = await ctx.store.stats()
     levels = Levels(
         store=stats,

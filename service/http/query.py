@@ -22,7 +22,8 @@ def _single(request: Request, name: str) -> str | None:
         raise InvalidRequest(
             f"{name} is given {len(values)} times; give it once", field=name, code="invalid_parameter"
         )
-    return values[0]
+    value: str = values[0]
+    return value
 
 
 def int_param(request: Request, name: str, *, default: int, lo: int, hi: int) -> int:

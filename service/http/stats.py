@@ -5,13 +5,14 @@ from __future__ import annotations
 from sanic import Blueprint, HTTPResponse, Request, json
 
 from domain.states import JobState
+from service.parts import parts_of
 
 bp = Blueprint("stats")
 
 
 @bp.get("/stats")
 async def stats(request: Request) -> HTTPResponse:
-    ctx = request.app.ctx
+    ctx = parts_of(request)
     s = await ctx.store.stats()
     return json(
         {

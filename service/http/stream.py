@@ -31,6 +31,7 @@ from service.feed import EventFeed, Subscription
 from service.http.errors import InvalidRequest
 from service.http.events import MAX_SEQ
 from service.http.query import int_param
+from service.parts import parts_of
 from service.store.base import EventStore
 
 log = logging.getLogger("kasp.stream")
@@ -54,7 +55,7 @@ _SEQ_TEXT = re.compile(r"[0-9]{1,18}")
 @bp.get("/events/stream")
 async def event_stream(request: Request) -> None:
     after = resume_point(request)
-    ctx = request.app.ctx
+    ctx = parts_of(request)
     stream = _Stream(
         request,
         ctx.store,

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from service.config import Config
 from service.store.base import EventStore, StoreStats
 from service.store.memory import MemoryStore
 
 
-def open_store(url: str, *, retain_finished: int, lease_timeout_s: float = 10.0) -> EventStore:
-    """The adapter for a STORE URL (already validated by config); drivers load only when chosen."""
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "memory":
-        return MemoryStore(retain_finished=retain_finished)
-    if scheme == "sqlite":
+def open_store(config: Config) -> EventStore:
+    """The adapter `config.store` selects; drivers load only when chosen."""
+    kind = config.store_kind
+    if kind == "memory":
+        return MemoryStore(retain_finished=config.retain_finished)
+    if kind == "sqlite":
         from service.store.sqlite import SqliteStore, path_from_url
 
-        return SqliteStore(path_from_url(url))
-    if scheme in ("postgresql", "postgres"):
-        from service.store.postgres import PostgresStore
+        return SqliteStore(path_from_url(config.store))
+    from service.store.postgres import PostgresStore
 
-        return PostgresStore(url, lease_timeout_s=lease_timeout_s)
-    raise ValueError(f"no store adapter for {url!r}")
+    return PostgresStore(config.store, lease_timeout_s=config.lease_timeout)
 
 
 __all__ = ["EventStore", "MemoryStore", "StoreStats", "open_store"]

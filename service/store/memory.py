@@ -102,7 +102,7 @@ def _row(view: JobView) -> _Row:
 def _view(row: _Row) -> JobView:
     # Positional: the row is JobView's fields in order (see _row), and this runs
     # twice per job on the hot path; only the state needs turning back into an enum.
-    return JobView(*row[:_STATE_AT], _STATE[row[_STATE_AT]], *row[_STATE_AT + 1 :])  # type: ignore[arg-type]
+    return JobView(*row[:_STATE_AT], _STATE[row[_STATE_AT]], *row[_STATE_AT + 1 :])  # type: ignore[call-arg]
 
 
 class MemoryStore:

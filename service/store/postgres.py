@@ -52,7 +52,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from domain.errors import KaspError, QueueFull, UnknownJob, VersionConflict
 from domain.events import Event

@@ -12,6 +12,7 @@ import pytest
 
 from service import feed as feed_module
 from service.http import stream as stream_module
+from service.parts import parts_of
 from tests.support.server import RunningServer, wait_until
 
 MakeServer = Callable[..., tuple[RunningServer, httpx.Client]]
@@ -39,7 +40,7 @@ def test_a_stalled_subscriber_is_dropped_and_memory_stays_bounded(
     # uses 1 s, the test needs time for its memory snapshots before it reads.
     monkeypatch.setattr(stream_module, "DROP_FLUSH_S", 60.0)
     server, client = make_server(stream_send_timeout=3.0, retain_finished=5, queue_size=1000)
-    feed = server.app.ctx.feed
+    feed = parts_of(server.app).feed
     tracemalloc.start(10)
     try:
         stalled = socket.socket()

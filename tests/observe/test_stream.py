@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.parts import parts_of
 from tests.observe.process import service_process
 from tests.observe.sse import Message, Subscriber, parse
 from tests.support.server import RunningServer, wait_until
@@ -240,5 +241,5 @@ def test_a_client_that_disconnects_is_unsubscribed(make_server: MakeServer) -> N
     for sub in subs:
         assert sub.done.wait(10)  # each read its first message and closed the connection
     wait_until(lambda: "kasp_streams 0.0" in client.get("/metrics").text)
-    assert server.app.ctx.feed.subscriptions == set()
-    assert server.app.ctx.feed.dropped == {}
+    assert parts_of(server.app).feed.subscriptions == set()
+    assert parts_of(server.app).feed.dropped == {}

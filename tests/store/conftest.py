@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from service.config import Config
 from service.store import EventStore, open_store
 
 T = TypeVar("T")
@@ -20,13 +21,13 @@ class StoreHarness:
         self.store: Any = None
 
     def open(self, *, lease_timeout_s: float = 10.0) -> Any:
-        self.store = open_store(self.url, retain_finished=1000, lease_timeout_s=lease_timeout_s)
+        self.store = open_store(Config(store=self.url, retain_finished=1000, lease_timeout=lease_timeout_s))
         self.run(self.store.open())
         return self.store
 
     def another(self, *, lease_timeout_s: float = 10.0) -> Any:
         """A second store on the same URL and loop (a second instance)."""
-        other = open_store(self.url, retain_finished=1000, lease_timeout_s=lease_timeout_s)
+        other = open_store(Config(store=self.url, retain_finished=1000, lease_timeout=lease_timeout_s))
         self.run(other.open())
         return other
 
