@@ -25,11 +25,12 @@ from sanic.log import LOGGING_CONFIG_DEFAULTS
 
 from service import config as config_module
 from service.config import Config, ConfigError
-from service.http import docs, enqueue, events, health, jobs, stats, stream
+from service.http import access, docs, enqueue, events, health, jobs, stats, stream
 from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
 from service.parts import App, Parts, build_parts, parts_of
 from service.processors import load_processor
+from service.ui import routes as dashboard
 
 log = logging.getLogger("kasp")
 
@@ -64,8 +65,9 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     app.config.HOST, app.config.PORT = config.host, config.port
     app.ctx.config = config
     app.ctx.ready = False
-    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes):
+    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes, dashboard):
         app.blueprint(module.bp)
+    app.on_request(access.check)  # the one access decision for every route (service/http/access.py)
 
     app.main_process_start(_refuse_several_processes)
     app.before_server_start(_start)
