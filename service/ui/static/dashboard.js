@@ -164,7 +164,7 @@
   });
   document.addEventListener("submit", async function (e) {
     const form = e.target;
-    if (form.id !== "enqueue-form") return;
+    if (form.getAttribute("id") !== "enqueue-form") return; // (form.id is its "id" input)
     e.preventDefault();
     const data = new FormData(form);
     const body = { id: data.get("id"), payload: data.get("payload") || "" };
