@@ -59,15 +59,21 @@ class JobsPage:
 
 
 async def jobs_page(parts: Parts, *, state: JobState | None, cursor: int) -> JobsPage:
-    """One page of the jobs table: JOBS_PAGE rows from `cursor`, in enqueue order."""
+    """One page of the jobs table: JOBS_PAGE rows from `cursor`, in enqueue order.
+
+    It reads one job more than it shows, so a last page that is exactly full
+    offers no "next page" that would turn out empty."""
     jobs: list[JobView] = []
     next_cursor: int | None = cursor
     reads = 0
-    while next_cursor is not None and len(jobs) < JOBS_PAGE and reads < JOBS_PAGE_READS:
-        page = await parts.store.list_jobs(state=state, limit=JOBS_PAGE - len(jobs), cursor=next_cursor)
+    while next_cursor is not None and len(jobs) <= JOBS_PAGE and reads < JOBS_PAGE_READS:
+        page = await parts.store.list_jobs(state=state, limit=JOBS_PAGE + 1 - len(jobs), cursor=next_cursor)
         jobs.extend(page.jobs)
         next_cursor = page.next_cursor
         reads += 1
+    if len(jobs) > JOBS_PAGE:
+        jobs = jobs[:JOBS_PAGE]
+        next_cursor = jobs[-1].created_seq
     return JobsPage(jobs=jobs, state=state.value if state else None, next_cursor=next_cursor, cursor=cursor)
 
 
