@@ -479,6 +479,30 @@ def _fragment(summary: str, **extra: Any) -> dict[str, Any]:
 # The dashboard (service/ui/routes.py): pages for people, kept live over /events/stream.
 OPERATIONS.update(
     {
+        ("post", "/drain"): {
+            "tags": ["operations"],
+            "summary": "Stop taking new work, as SIGTERM does, without exiting",
+            "description": "What `sanic inspect kasp_drain` calls. From now on POST /enqueue and /readyz "
+            "answer 503 and no new attempt starts; running attempts finish (or are interrupted after "
+            "SHUTDOWN_TIMEOUT); reads keep working until the process is stopped.",
+            "responses": {
+                "202": {
+                    "description": "draining",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status", "running"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["draining"]},
+                                    "running": {"type": "integer", "minimum": 0},
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        },
         ("get", "/"): {
             "tags": ["dashboard"],
             "summary": "Leads to the dashboard",
