@@ -60,7 +60,7 @@ from domain.projection import JobView, ProjectionError, apply
 from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, RemoteListener, StoreStats
-from service.store.faults import StoreHealth, StoreUnavailable
+from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
 from service.store.rows import (
     EVENT_COLUMNS,
     JOB_COLUMNS,
@@ -283,10 +283,14 @@ class PostgresStore:
             async with self._pool.acquire() as conn:
                 await _migrate(conn)
             await self._listen()
-        except Exception as exc:  # unreachable at start: refuse to start, saying why
+        except Exception as exc:
             await self.close()
-            self.health.raise_if_unavailable(exc)
-            raise
+            if not is_unavailable(exc):
+                raise
+            raise StoreUnavailable(
+                f"PostgreSQL cannot be reached ({exc}); kasp does not start on a store it cannot reach: "
+                "check STORE and that the server is up"
+            ) from exc
 
     async def close(self) -> None:
         if self._flusher is not None:
