@@ -135,8 +135,9 @@ class Dashboard:
 
         def on_failed(request: Request) -> None:
             parts = urlsplit(request.url)
-            if parts.path == STREAM_PATH and "ERR_ABORTED" in (request.failure or ""):
-                return  # leaving a page ends its event stream
+            background = parts.path == STREAM_PATH or request.headers.get("hx-request") == "true"
+            if background and "ERR_ABORTED" in (request.failure or ""):
+                return  # leaving a page ends its event stream and cancels a fragment refresh in flight
             if parts.hostname in LOCAL_HOSTS:
                 watch.failed.append(f"{request.url}: {request.failure}")
 
