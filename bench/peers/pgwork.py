@@ -145,6 +145,7 @@ async def statements_available(admin: asyncpg.Connection) -> bool:
 
 
 async def prepare_statements(dsn: str) -> None:
+    """pg_stat_statements' functions and view live in the database that creates the extension."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -152,15 +153,26 @@ async def prepare_statements(dsn: str) -> None:
         await conn.close()
 
 
-async def top_statements(admin: asyncpg.Connection, db: str, *, limit: int = 5) -> list[dict[str, object]]:
-    rows = await admin.fetch(
-        "SELECT calls, total_exec_time, rows, wal_bytes,"
-        " left(regexp_replace(query, '\\s+', ' ', 'g'), 100) AS q"
-        " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
-        " WHERE d.datname = $1 ORDER BY total_exec_time DESC LIMIT $2",
-        db,
-        limit,
-    )
+async def reset_statements(dsn: str, db_oid: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_statements_reset(0, $1::oid, 0)", db_oid)
+    finally:
+        await conn.close()
+
+
+async def top_statements(dsn: str, db_oid: int, *, limit: int = 5) -> list[dict[str, object]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT calls, total_exec_time, rows, wal_bytes,"
+            " left(regexp_replace(query, '\\s+', ' ', 'g'), 100) AS q"
+            " FROM pg_stat_statements WHERE dbid = $1::oid ORDER BY total_exec_time DESC LIMIT $2",
+            db_oid,
+            limit,
+        )
+    finally:
+        await conn.close()
     return [
         {
             "calls": r["calls"],

@@ -56,6 +56,7 @@ from pgwork import (  # noqa: E402
     lsn_bytes,
     prepare_statements,
     release_wal,
+    reset_statements,
     statements_available,
     top_statements,
     wait_for_no_backends,
@@ -102,8 +103,8 @@ class Run:
     round: int
     jobs: int
     enqueue_s: float
-    #: jobs/s of the processing phase (over HTTP: the drain once posting ended)
-    processing: float
+    #: jobs/s of the processing phase (over HTTP: the drain once posting ended; None if nothing was left)
+    processing: float | None
     end_to_end_s: float
     wal_db: int | None
     wal_cluster: int
@@ -147,7 +148,13 @@ async def phase(system: str, name: str, dsn: str, jobs: int = 0, *extra: str) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120 + jobs / 20)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120 + jobs / 20)
+    except BaseException:  # a timeout, or the harness stopped: no runner outlives it
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     if proc.returncode != 0:
         raise RuntimeError(f"{system} {name} exited {proc.returncode}:\n{err.decode()[-3000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
@@ -195,9 +202,9 @@ async def burn(ctx: Context, system: str, with_analyze: bool, rnd: int) -> Run:
         if system == "kasp-http":
             return await burn_http(ctx, dsn, db, oid, with_analyze, rnd)
         await phase(system, "setup", dsn)
-        before = await settle(ctx, db)
         if ctx.statements:
-            await ctx.admin.execute("SELECT pg_stat_statements_reset(0, $1, 0)", oid)
+            await reset_statements(dsn, oid)
+        before = await settle(ctx, db)
         enqueued = await phase(system, "enqueue", dsn, JOBS)
         after_enqueue = await settle(ctx, db)
         if with_analyze:
@@ -220,7 +227,7 @@ async def burn(ctx: Context, system: str, with_analyze: bool, rnd: int) -> Run:
             spent["wal_cluster"] or 0,
             spent["rows"] or 0,
             spent["commits"] or 0,
-            await top_statements(ctx.admin, db) if ctx.statements else [],
+            await top_statements(dsn, oid) if ctx.statements else [],
         )
     finally:
         await drop_database(ADMIN_DSN, db)
@@ -280,9 +287,9 @@ async def burn_http(ctx: Context, dsn: str, db: str, oid: int, with_analyze: boo
     server = start_server(dsn, port)
     try:
         await wait_until_serving(server, url)
-        before = await counters(ctx.admin, db)  # kasp's connections stay open: its schema is in
         if ctx.statements:
-            await ctx.admin.execute("SELECT pg_stat_statements_reset(0, $1, 0)", oid)
+            await reset_statements(dsn, oid)
+        before = await counters(ctx.admin, db)  # kasp's connections stay open: its schema is in
         posted = await phase("kasp-http", "enqueue-http", "", JOBS, "--url", url)
         left_at, done_then = time.time(), _done(url)
         if with_analyze:
@@ -296,15 +303,14 @@ async def burn_http(ctx: Context, dsn: str, db: str, oid: int, with_analyze: boo
         stop_server(server)
     end = await settle(ctx, db)
     spent = await work(ctx, oid, [(before, end)])
-    statements = await top_statements(ctx.admin, db) if ctx.statements else []
-    await drop_database(ADMIN_DSN, db)
+    statements = await top_statements(dsn, oid) if ctx.statements else []
     return Run(
         "kasp-http",
         with_analyze,
         rnd,
         JOBS,
         posted["seconds"],
-        (JOBS - done_then) / max(1e-9, finished_at - left_at),
+        (JOBS - done_then) / (finished_at - left_at) if done_then < JOBS else None,
         finished_at - posted["began_at"],
         spent["wal_db"],
         spent["wal_cluster"] or 0,
@@ -372,7 +378,8 @@ def table(summary: dict[str, Any]) -> str:
         for s, m in part["medians"].items():
             rows.append([LABELS[s], *(_fmt(m[k]) for k, _ in COLUMNS)])
         for s, ratio in part["ratios_to_pgqueuer"].items():
-            rows.append([f"{LABELS[s]} / pgqueuer", *(_fmt(ratio[k]) for k, _ in COLUMNS[:4]), "", "", ""])
+            ratios = (f"{ratio[k]:.2f}x" if ratio[k] is not None else "-" for k, _ in COLUMNS[:4])
+            rows.append([f"{LABELS[s]} / pgqueuer", *ratios, "", "", ""])
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines.append(" | ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)))
         lines.append("-+-".join("-" * w for w in widths))
@@ -444,7 +451,12 @@ async def measure() -> None:
     print("PEERS_JSON " + json.dumps(report))
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)  # unwinds the runs: their databases are dropped, their processes stopped
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if not Path(PEERS_PYTHON).exists() and {"pgqueuer", "procrastinate"} & set(SYSTEMS):
         raise SystemExit(f"bench-peers: {PEERS_PYTHON} is missing; `make bench-peers` creates .venv-peers")
     asyncio.run(measure())
