@@ -10,10 +10,11 @@ them from `store.stats()` and the pool when scraped, so they cannot drift from
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from domain.events import Event
@@ -56,12 +57,11 @@ class Levels:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.events = Counter(
-            "kasp_events",
-            "Events appended to the log by this process, by type",
-            ["type"],
-            registry=self.registry,
-        )
+        # Plain counts per type, exposed at scrape time like the rejections below: this
+        # runs for every event, and prometheus-client's locked Counter.inc was ~2.5% of a
+        # POST /enqueue in the profile (docs/PERFORMANCE.md, Issue 12).
+        self.events: dict[EventType, int] = dict.fromkeys(EventType, 0)
+        self.registry.register(_EventsCollector(self.events, created=time.time()))
         self.attempt_duration = Histogram(
             "kasp_attempt_duration_seconds",
             "Duration of finished attempts, by outcome event",
@@ -81,7 +81,6 @@ class Metrics:
         self.rejected: collections.Counter[str] = collections.Counter()
         self.registry.register(_RejectionsCollector(self.rejected))
         # Children bound once (labels() takes a lock and a lookup); every series exists from the start, at 0.
-        self._events_by_type = {t: self.events.labels(t.value) for t in EventType}
         self._duration_by_outcome = {
             t: self.attempt_duration.labels(t.value) for t in sorted(ATTEMPT_OUTCOMES)
         }
@@ -92,7 +91,7 @@ class Metrics:
 
     def on_event(self, event: Event) -> None:
         kind = event.type
-        self._events_by_type[kind].inc()
+        self.events[kind] += 1
         if kind is EventType.STARTED:
             self.start_latency.observe(event.data["waited_ms"] / 1000)
             return
@@ -106,9 +105,13 @@ class Metrics:
     def count_rejection(self, method: str, path: str, status: int) -> None:
         """Called for every error response; counts those that refused an enqueue."""
         if path == ENQUEUE_PATH and method == "POST":
-            reason = REJECTION_REASONS.get(status)
-            if reason is not None:
-                self.rejected[reason] += 1
+            self.count_enqueue_rejection(status)
+
+    def count_enqueue_rejection(self, status: int) -> None:
+        """`count_rejection` for a POST /enqueue the handler answered itself."""
+        reason = REJECTION_REASONS.get(status)
+        if reason is not None:
+            self.rejected[reason] += 1
 
     def render(self, levels: Levels, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
         """The exposition text with `levels` as the gauges' values (one scrape)."""
@@ -117,6 +120,23 @@ class Metrics:
             return encoder(self.registry)
         finally:
             self._levels.levels = None
+
+
+class _EventsCollector:
+    """`kasp_events_total{type}`, every type present from the start at 0, with `_created`
+    as a prometheus-client Counter child would have it."""
+
+    def __init__(self, counts: Mapping[EventType, int], *, created: float) -> None:
+        self._counts = counts
+        self._created = created
+
+    def collect(self) -> list[Metric]:
+        family = CounterMetricFamily(
+            "kasp_events", "Events appended to the log by this process, by type", labels=["type"]
+        )
+        for kind, count in self._counts.items():
+            family.add_metric([kind.value], count, created=self._created)
+        return [family]
 
 
 class _RejectionsCollector:

@@ -20,6 +20,8 @@ from service.store.faults import StoreUnavailable
 
 log = logging.getLogger("kasp.http")
 
+JSON = "application/json"
+CONSTANT_ANSWERS = 64  # distinct constant answers kept encoded: one per (class, message); a guess, ample
 RETRY_AFTER_FULL_S = 1  # a guess: the default pool drains 64 jobs of ~300 ms in ~5 s
 RETRY_AFTER_DRAINING_S = 5  # a guess: about one restart of a single-process service
 
@@ -96,6 +98,25 @@ def render(exc: BaseException) -> HTTPResponse:
             extra["field"] = exc.field
     message = _DRAINING_MESSAGE if isinstance(exc, Draining) else str(exc)
     return error_response(status, code, message, headers=headers or None, **extra)
+
+
+_encoded: dict[tuple[type[BaseException], str], tuple[int, bytes | None, dict[str, str] | None]] = {}
+
+
+def render_constant(exc: BaseException) -> HTTPResponse:
+    """`render(exc)` for an error whose answer depends on its class and message only
+    (QueueFull: the message names QUEUE_SIZE), encoded once and reused: the 429 of a
+    full queue comes in floods, and encoding it each time was ~6% of such a request in
+    the profile (docs/PERFORMANCE.md, Issue 12)."""
+    key = (type(exc), str(exc))
+    entry = _encoded.get(key)
+    if entry is None:
+        response = render(exc)
+        entry = (response.status, response.body, dict(response.headers) or None)
+        if len(_encoded) < CONSTANT_ANSWERS:
+            _encoded[key] = entry
+    status, body, headers = entry
+    return HTTPResponse(body, status=status, headers=headers, content_type=JSON)
 
 
 class KaspErrorHandler(ErrorHandler):
