@@ -5,6 +5,13 @@ make work ready (an enqueue, a requeue, an interruption, or a retry's delay
 running out), so a waiting job starts within one loop iteration, and an idle
 pool costs nothing. A failed attempt schedules its retry on a timer and frees
 its worker at once.
+
+Batched claims. A worker claims for itself and for every parked worker in
+one `claim_ready` (one query, one commit), and hands the extra jobs to the
+parked ones. On a store whose writes share commits (`batches_commits`), a
+worker sends its next claim together with its outcome, so both ride one
+commit instead of one commit each. A job claimed but not yet run when the pool
+stops is recorded `interrupted` (reason "shutdown"), like a cut-off attempt.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from service.store.base import EventStore, SharedStore
 log = logging.getLogger("kasp.pool")
 
 _WAKES_WORK = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
+_ENDS_ATTEMPT = frozenset({EventType.SUCCEEDED, EventType.RETRY_SCHEDULED, EventType.FAILED})
 
 
 class WorkerPool:
@@ -46,6 +54,9 @@ class WorkerPool:
         self._backoff = backoff
         self._rng = rng if rng is not None else random.Random()
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._parked = 0  # workers waiting in _wait_for_work
+        self._missed_wake = False  # work was made ready while no worker was parked
+        self._claimed: deque[JobView] = deque()  # claimed (recorded `started`) for a worker, not yet run
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._stop = asyncio.Event()  # set once stop() begins
@@ -143,6 +154,7 @@ class WorkerPool:
             if not fut.done():
                 fut.set_result(None)
                 return
+        self._missed_wake = True  # every worker is busy or claiming: the next to park claims again
 
     def _wake_at(self, due_ms: int) -> None:
         if self._stop.is_set():
@@ -159,46 +171,74 @@ class WorkerPool:
         self._timers.add(timer)
 
     async def _wait_for_work(self) -> None:
+        if self._missed_wake:  # something became ready while this worker was claiming
+            self._missed_wake = False
+            return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._idle.append(fut)
-        timeout = self._store.poll_interval_s
-        due = await self._store.next_due_ms()
-        if due is not None:
-            until_due = max(0.0, (due - now_ms()) / 1000)
-            timeout = until_due if timeout is None else min(timeout, until_due)
-        handle = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
+        self._parked += 1
         try:
-            await fut
+            timeout = self._store.poll_interval_s
+            due = await self._store.next_due_ms()
+            if due is not None:
+                until_due = max(0.0, (due - now_ms()) / 1000)
+                timeout = until_due if timeout is None else min(timeout, until_due)
+            handle = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
+            try:
+                await fut
+            finally:
+                if handle is not None:
+                    handle.cancel()
         finally:
-            if handle is not None:
-                handle.cancel()
+            self._parked -= 1
 
     # -- working -----------------------------------------------------------
 
     async def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                view = await self._store.claim_ready(at_ms=now_ms())
-            except Exception:
-                log.exception("claiming a job failed", extra={"action": "claim_error"})
-                await asyncio.sleep(1)  # a failing store: don't spin
-                continue
-            if view is None:
-                await self._wait_for_work()
-                continue
-            if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
-                await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
-                break
-            self.busy += 1
-            self._running.add(view.id)
-            try:
-                await self._attempt(view)
-            except Exception:
-                log.exception("recording the outcome of %r failed", view.id, extra={"action": "record_error"})
-            finally:
-                self._running.discard(view.id)
-                self.busy -= 1
+        try:
+            while not self._stop.is_set():
+                view = self._claimed.popleft() if self._claimed else await self._claim()
+                if view is None:
+                    continue
+                if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
+                    self._claimed.appendleft(view)
+                    break
+                self.busy += 1
+                self._running.add(view.id)
+                try:
+                    await self._attempt(view)
+                except Exception:
+                    log.exception(
+                        "recording the outcome of %r failed", view.id, extra={"action": "record_error"}
+                    )
+                finally:
+                    self._running.discard(view.id)
+                    self.busy -= 1
+        finally:
+            await self._release_claimed()
+
+    async def _claim(self) -> JobView | None:
+        """Claim for this worker and every parked one in one call; None after waiting for work."""
+        try:
+            views = await self._store.claim_ready(at_ms=now_ms(), limit=1 + self._parked)
+        except Exception:
+            log.exception("claiming a job failed", extra={"action": "claim_error"})
+            await asyncio.sleep(1)  # a failing store: don't spin
+            return None
+        if not views:
+            await self._wait_for_work()
+            return None
+        for extra in views[1:]:
+            self._claimed.append(extra)
+            self._wake_one()
+        return views[0]
+
+    async def _release_claimed(self) -> None:
+        """Jobs claimed for workers that will not run them now: `interrupted`, so they run again."""
+        while self._claimed:
+            view = self._claimed.popleft()
+            await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
 
     async def _attempt(self, view: JobView) -> None:
         attempt = Attempt(view.id, view.payload, view.attempts, view.max_retries)
@@ -231,7 +271,10 @@ class WorkerPool:
 
     async def _record(self, event: Event) -> None:
         try:
-            await self._store.append(event)  # never cancelled: see stop()
+            if self._store.batches_commits and event.type in _ENDS_ATTEMPT and not self._stop.is_set():
+                await self._record_and_claim(event)
+            else:
+                await self._store.append(event)  # never cancelled: see stop()
             if self._stop.is_set():
                 self.recorded_while_draining.append(event)
         except VersionConflict:
@@ -241,6 +284,18 @@ class WorkerPool:
                 event.job_id,
                 extra={"action": "outcome_dropped"},
             )
+
+    async def _record_and_claim(self, event: Event) -> None:
+        """Send the outcome and this worker's next claim together: both ride one commit."""
+        appended, claimed = await asyncio.gather(
+            self._store.append(event), self._store.claim_ready(at_ms=now_ms()), return_exceptions=True
+        )
+        if isinstance(claimed, BaseException):
+            log.error("claiming a job failed", exc_info=claimed, extra={"action": "claim_error"})
+        else:
+            self._claimed.extend(claimed)  # this worker's next job: _work takes it first
+        if isinstance(appended, BaseException):
+            raise appended
 
 
 def _since(began: float) -> int:
