@@ -196,13 +196,28 @@ class WorkerPool:
     # -- working -----------------------------------------------------------
 
     async def _work(self) -> None:
+        claimed = self._claimed
         try:
             while not self._stop.is_set():
-                view = self._claimed.popleft() if self._claimed else await self._claim()
-                if view is None:
-                    continue
+                if claimed:
+                    view = claimed.popleft()
+                else:
+                    # One claim for this worker and every parked one (one query, one commit).
+                    try:
+                        views = await self._store.claim_ready(at_ms=now_ms(), limit=1 + self._parked)
+                    except Exception:
+                        log.exception("claiming a job failed", extra={"action": "claim_error"})
+                        await asyncio.sleep(1)  # a failing store: don't spin
+                        continue
+                    if not views:
+                        await self._wait_for_work()
+                        continue
+                    view = views[0]
+                    for extra in views[1:]:
+                        claimed.append(extra)
+                        self._wake_one()
                 if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
-                    self._claimed.appendleft(view)
+                    claimed.appendleft(view)
                     break
                 self.busy += 1
                 self._running.add(view.id)
@@ -217,22 +232,6 @@ class WorkerPool:
                     self.busy -= 1
         finally:
             await self._release_claimed()
-
-    async def _claim(self) -> JobView | None:
-        """Claim for this worker and every parked one in one call; None after waiting for work."""
-        try:
-            views = await self._store.claim_ready(at_ms=now_ms(), limit=1 + self._parked)
-        except Exception:
-            log.exception("claiming a job failed", extra={"action": "claim_error"})
-            await asyncio.sleep(1)  # a failing store: don't spin
-            return None
-        if not views:
-            await self._wait_for_work()
-            return None
-        for extra in views[1:]:
-            self._claimed.append(extra)
-            self._wake_one()
-        return views[0]
 
     async def _release_claimed(self) -> None:
         """Jobs claimed for workers that will not run them now: `interrupted`, so they run again."""

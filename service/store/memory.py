@@ -126,6 +126,7 @@ class MemoryStore:
         self._counts: Counter[str] = Counter()  # jobs by state: a JobState and its str hash alike
         self._n_finished = 0  # retained jobs in a finished state
         self._listeners = Listeners()
+        self._deliver = self._listeners.deliver
 
     async def open(self) -> None:
         return None
@@ -196,7 +197,7 @@ class MemoryStore:
             self._n_finished += 1
             self._finished.append(kept)
             self._evict_beyond_retention()
-        self._listeners.deliver(event)
+        self._deliver(event)
         return new_view
 
     def _promote_due(self, now_ms: int) -> None:

@@ -54,6 +54,7 @@ idle workers also poll every `POLL_INTERVAL_S`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -81,6 +82,10 @@ ROWS = Rows(json_text=True)  # text cannot hold U+0000: free text is kept as JSO
 POLL_INTERVAL_S = 1.0  # a guess: the fallback when a notification is lost; also the SSE poll pace
 POOL_MAX_SIZE = 10  # a guess: WORKERS' claims plus concurrent requests; 100 connections / 10 instances
 RECOVER_BATCH = 100  # expired leases recovered per transaction (a guess: one batch's worth)
+#: A guess: evicted jobs (about 4 dead rows each) between this instance's VACUUMs of the tables
+#: retention deletes from, so their size stays flat without waiting for autovacuum's pace.
+VACUUM_EVERY_EVICTED = 5000
+CLOSE_VACUUM_WAIT_S = 10  # a guess: a VACUUM of retained-size tables takes well under this
 LEASE_EXPIRED_REASON = "lease_expired"
 CHANNEL = "kasp_events"
 
@@ -152,6 +157,7 @@ class _Tx:
         )
         if batch.evicted:
             await self.conn.execute(Q.evict, [v.id for v in batch.evicted])
+            self.store.evicted_since_vacuum += len(batch.evicted)
 
 
 class PostgresStore:
@@ -172,6 +178,8 @@ class PostgresStore:
         self._commits = GroupCommit(
             self._transaction, self._listeners, retain_finished=retain_finished, name="kasp-pg-commits"
         )
+        self.evicted_since_vacuum = 0
+        self._vacuum: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -189,6 +197,8 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self._commits.close()  # let queued writes commit
+        if self._vacuum is not None:
+            await asyncio.wait([self._vacuum], timeout=CLOSE_VACUUM_WAIT_S)
         if self._listen_conn is not None:
             await self._listen_conn.close()
             self._listen_conn = None
@@ -240,6 +250,20 @@ class PostgresStore:
     async def _transaction(self) -> AsyncIterator[_Tx]:
         async with self.pool.acquire() as conn, conn.transaction():
             yield _Tx(conn, self)
+        if self.evicted_since_vacuum >= VACUUM_EVERY_EVICTED and (
+            self._vacuum is None or self._vacuum.done()
+        ):
+            self.evicted_since_vacuum = 0
+            self._vacuum = asyncio.get_running_loop().create_task(
+                self._vacuum_evicted(), name="kasp-pg-vacuum"
+            )
+
+    async def _vacuum_evicted(self) -> None:
+        """Make the space of evicted rows reusable now (a plain VACUUM blocks no reader or writer)."""
+        try:
+            await self.pool.execute(Q.vacuum)
+        except Exception:
+            log.exception("VACUUM after eviction failed", extra={"action": "store_vacuum_error"})
 
     # -- writing -----------------------------------------------------------
 

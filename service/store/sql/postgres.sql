@@ -177,6 +177,10 @@ WITH gone_events AS (
 )
 UPDATE kasp_log SET event_count = event_count - (SELECT count(*) FROM gone_events);
 
+-- name: vacuum
+-- Make the space of rows retention deleted reusable, and refresh the planner's statistics.
+VACUUM (ANALYZE) kasp_events, kasp_jobs;
+
 -- name: renew_leases
 -- Extend this instance's ($2) leases on these running jobs ($1) by $3 ms; rows a batch holds are skipped (they are changing anyway).
 UPDATE kasp_jobs SET lease_expires_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3
