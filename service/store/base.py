@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 from domain.events import Event
 from domain.projection import JobView
 from domain.states import EventType, JobState
+from service.store.faults import StoreHealth
 
 EventListener = Callable[[Event], None]
 #: Called with (event type, due time in ms or None) when ANOTHER instance committed
@@ -47,6 +48,9 @@ class EventStore(Protocol):
     #: True when concurrent writes share one commit (the SQL stores' group commit):
     #: a claim sent together with an outcome then costs no commit of its own.
     batches_commits: bool
+    #: Whether the store can be reached and written now (faults.py); drivers raise
+    #: StoreUnavailable while it cannot.
+    health: StoreHealth
 
     async def open(self) -> None: ...
 

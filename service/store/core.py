@@ -16,7 +16,11 @@ The rules (each a function or a `Batch` method below, used by every driver):
 - retention (`evictions`): finished jobs beyond RETAIN_FINISHED are evicted,
   oldest finished first, with their events, at most EVICT_BATCH per step;
 - listeners (`Listeners`): told of every committed event in seq order; one
-  that raises is logged and never breaks a commit or leaves a caller waiting.
+  that raises is logged and never breaks a commit or leaves a caller waiting;
+- faults: every error of a commit goes through the store's health record
+  (service/store/faults.py) in ONE place, `GroupCommit._flush`: an outage
+  becomes `StoreUnavailable` for every caller of the batch, anything else is a
+  bug and stays itself (logged, and its neighbours retried alone).
 
 The SQL drivers also share the group commit (`GroupCommit`): requests queue
 while the previous transaction commits, then ONE transaction reads the rows
@@ -31,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
@@ -43,6 +47,7 @@ from domain.projection import JobView, ProjectionError, apply
 from domain.states import FINISHED_STATES, EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener
+from service.store.faults import StoreHealth, StoreUnavailable
 
 log = logging.getLogger("kasp.store")
 
@@ -76,9 +81,17 @@ def admit(known: JobView | None, ready: int, capacity: int) -> bool:
 
 
 def same_request(view: JobView, event: Event) -> bool:
-    """Whether a re-sent `enqueued` asks for exactly the job that exists (200), or another (409)."""
+    """Whether a re-sent `enqueued` asks for exactly the job that exists (200), or another (409).
+
+    SPEC compares payload, max_retries, priority and timeout_ms (an omitted timeout equals
+    only another omitted one); a schedule (run_at) is not compared: a re-send never moves it."""
     data = event.data
-    same: bool = view.payload == data["payload"] and view.max_retries == data["max_retries"]
+    same: bool = (
+        view.payload == data["payload"]
+        and view.max_retries == data["max_retries"]
+        and view.priority == data.get("priority", 0)
+        and view.timeout_ms == data.get("timeout_ms")
+    )
     return same
 
 
@@ -331,21 +344,28 @@ class GroupCommit:
     """Requests queue here; one task commits them in batches, one transaction per batch.
 
     `begin()` opens a transaction (committing on a clean exit, rolling back on
-    an exception). A batch that fails as a whole (a driver error) is retried
-    request by request, so one bad request cannot fail its neighbours.
+    an exception). A driver error goes through `health` here and nowhere else:
+    an outage fails the whole batch with `StoreUnavailable` (then `on_outage`
+    runs, e.g. to drop pooled connections); any other error is a bug, logged,
+    and the batch is retried request by request, so one bad request cannot
+    fail its neighbours.
     """
 
     def __init__(
         self,
         begin: Callable[[], AbstractAsyncContextManager[Transaction]],
         listeners: Listeners,
+        health: StoreHealth,
         *,
         retain_finished: int,
         name: str,
         max_batch: int = MAX_BATCH,
+        on_outage: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._begin = begin
         self._listeners = listeners
+        self._health = health
+        self._on_outage = on_outage
         self._retain = retain_finished
         self._name = name
         self._max_batch = max_batch
@@ -374,6 +394,13 @@ class GroupCommit:
             try:
                 await self._commit(batch)
             except Exception as exc:
+                error = self._health.failed(exc)
+                if isinstance(error, StoreUnavailable):  # nothing of it committed; logged once per outage
+                    if self._on_outage is not None:
+                        await self._on_outage()
+                    _fail(batch, error)
+                    continue
+                log.error("a store commit failed", exc_info=exc, extra={"action": "store_commit_error"})
                 if len(batch) == 1:
                     _fail(batch, exc)
                     continue
@@ -381,7 +408,7 @@ class GroupCommit:
                     try:
                         await self._commit([op])
                     except Exception as alone:
-                        _fail([op], alone)
+                        _fail([op], self._health.failed(alone))
 
     async def _commit(self, ops: list[Op]) -> None:
         try:
@@ -390,6 +417,7 @@ class GroupCommit:
         finally:
             if any(op.kind == "evict" for op in ops):
                 self._evicting = False
+        self._health.succeeded()  # the commit reached the store: an outage, if any, is over
         # Committed: listeners first (in seq order), then the callers.
         self._listeners.deliver_all(b.events)
         for op, outcome in zip(ops, outcomes, strict=True):

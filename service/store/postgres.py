@@ -71,6 +71,7 @@ from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, RemoteListener, StoreStats
 from service.store.core import Batch, GroupCommit, Listeners
+from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
 from service.store.queries import Queries
 from service.store.rows import EVENT_COLUMNS, JOB_COLUMNS, Rows, event_from_row, event_row
 
@@ -172,11 +173,18 @@ class PostgresStore:
         self.instance_id = f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._app_name = f"kasp {self.instance_id}"
         self._pool: asyncpg.Pool | None = None
+        self._guarded: _GuardedPool | None = None  # self._pool behind faults.py's classification
         self._listen_conn: asyncpg.Connection | None = None
         self._listeners = Listeners()
         self._remote_listeners: list[RemoteListener] = []
+        self.health = StoreHealth("PostgreSQL")
         self._commits = GroupCommit(
-            self._transaction, self._listeners, retain_finished=retain_finished, name="kasp-pg-commits"
+            self._transaction,
+            self._listeners,
+            self.health,
+            retain_finished=retain_finished,
+            name="kasp-pg-commits",
+            on_outage=self._pool_expired,
         )
         self.evicted_since_vacuum = 0
         self._vacuum: asyncio.Task[None] | None = None
@@ -188,12 +196,28 @@ class PostgresStore:
         # stale statistics, and the planner then sorts all queued jobs for each claim (seen
         # in make bench-stores); enable_sort=off only makes sorting the plan of last resort.
         settings = {"application_name": self._app_name, "enable_sort": "off"}
-        self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=POOL_MAX_SIZE, server_settings=settings
-        )
-        async with self._pool.acquire() as conn:
-            await _migrate(conn)
-        await self._listen()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=POOL_MAX_SIZE, server_settings=settings
+            )
+            self._guarded = _GuardedPool(self._pool, self.health)
+            async with self._pool.acquire() as conn:
+                await _migrate(conn)
+            await self._listen()
+        except Exception as exc:
+            await self.close()
+            if not is_unavailable(exc):
+                raise
+            raise StoreUnavailable(
+                f"PostgreSQL cannot be reached ({exc}); kasp does not start on a store it cannot reach: "
+                "check STORE and that the server is up"
+            ) from exc
+
+    async def _pool_expired(self) -> None:
+        """After an outage's error: replace every pooled connection on its next use (one that
+        survived a server restart half-open would fail the next request too)."""
+        if self._pool is not None:
+            await self._pool.expire_connections()
 
     async def close(self) -> None:
         await self._commits.close()  # let queued writes commit
@@ -210,14 +234,26 @@ class PostgresStore:
         conn = await asyncpg.connect(
             self.dsn, server_settings={"application_name": self._app_name + " listen"}
         )
-        await conn.add_listener(CHANNEL, self._on_notify)
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
         self._listen_conn = conn
 
     async def _ensure_listening(self) -> None:
         """Re-open a LISTEN connection that dropped (until then, polling covers)."""
-        if self._listen_conn is None or self._listen_conn.is_closed():
+        if self._listen_conn is not None and not self._listen_conn.is_closed():
+            return
+        if self._listen_conn is not None:  # noticed once per loss; retried every lease/3
             log.warning("LISTEN connection lost; reconnecting", extra={"action": "store_relisten"})
+            self._listen_conn = None
+        try:
             await self._listen()
+        except Exception as exc:
+            self.health.raise_if_unavailable(exc)
+            raise
+        log.info("LISTEN connection re-opened", extra={"action": "store_relisten"})
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
         try:
@@ -242,13 +278,15 @@ class PostgresStore:
         self._remote_listeners.append(listener)
 
     @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "the store is not open"
-        return self._pool
+    def pool(self) -> _GuardedPool:
+        """The connection pool, whose every query turns an outage into StoreUnavailable."""
+        assert self._guarded is not None, "the store is not open"
+        return self._guarded
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Tx]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        assert self._pool is not None, "the store is not open"
+        async with self._pool.acquire() as conn, conn.transaction():  # errors: GroupCommit classifies
             yield _Tx(conn, self)
         if self.evicted_since_vacuum >= VACUUM_EVERY_EVICTED and (
             self._vacuum is None or self._vacuum.done()
@@ -361,6 +399,52 @@ class PostgresStore:
 
     async def unfinished_job_ids(self) -> list[str]:
         return [r[0] for r in await self.pool.fetch(Q.unfinished_ids)]
+
+
+class _GuardedPool:
+    """The pool's query methods, with driver errors classified (faults.py) at this one seam."""
+
+    __slots__ = ("_health", "_pool")
+
+    def __init__(self, pool: asyncpg.Pool, health: StoreHealth) -> None:
+        self._pool = pool
+        self._health = health
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        try:
+            rows: list[Any] = await self._pool.fetch(query, *args)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        try:
+            return await self._pool.fetchrow(query, *args)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        try:
+            return await self._pool.fetchval(query, *args)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+
+    async def execute(self, query: str, *args: Any) -> str:
+        try:
+            status: str = await self._pool.execute(query, *args)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+        return status
+
+    async def _failed(self, exc: BaseException) -> None:
+        error = self._health.failed(exc)
+        if error is not exc:
+            await self._pool.expire_connections()
+            raise error
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:

@@ -75,9 +75,9 @@ class Rows:
             view.version,
             view.created_seq,
             ready_at_ms(view),
-            0,  # priority: JobView gains it with issue 9 (JOBFIELDS.md); every job is 0 until then
-            None,  # timeout_ms: likewise
-            None,  # result: likewise (JSON text of the last `succeeded`'s result)
+            view.priority,
+            view.timeout_ms,
+            _dumps(view.result) if view.result is not None else None,  # JSON: NUL is escaped
         )
 
     def view_from_row(self, row: Sequence[Any]) -> JobView:
@@ -95,6 +95,9 @@ class Rows:
             next_attempt_at_ms=row[9],
             version=row[10],
             created_seq=row[11],
+            priority=row[13],
+            timeout_ms=row[14],
+            result=json.loads(row[15]) if row[15] is not None else None,
         )
 
 

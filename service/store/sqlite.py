@@ -33,6 +33,7 @@ records `interrupted`, reason "restart", and the job runs again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -42,6 +43,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from domain.events import Event
 from domain.projection import JobView
@@ -49,6 +51,7 @@ from domain.states import FINISHED_STATES, EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, StoreStats
 from service.store.core import Batch, GroupCommit, Listeners
+from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
 from service.store.queries import Queries
 from service.store.rows import Rows, event_from_row, event_row
 
@@ -73,6 +76,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+if Q.probe_write != f"PRAGMA user_version = {SCHEMA_VERSION}":  # it must rewrite the version, not change it
+    raise RuntimeError(f"sql/sqlite.sql's probe_write must set user_version = {SCHEMA_VERSION}")
 
 
 class StoreBusy(RuntimeError):
@@ -162,9 +167,11 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._head = _Head()
+        self.health = StoreHealth("SQLite")
         self._commits = GroupCommit(
             self._transaction,
             self._listeners,
+            self.health,
             retain_finished=retain_finished,
             name="kasp-sqlite-commits",
             max_batch=MAX_BATCH,
@@ -173,9 +180,13 @@ class SqliteStore:
         self._committed: tuple[int, int, dict[str, int]] = (0, 0, {})
 
     async def open(self) -> None:
-        self._lock_fd = _lock_exclusively(self.path + ".lock")
+        """Open the file, or refuse: a file kasp cannot write (read-only, full disk) does not start."""
         try:
+            self._lock_fd = _lock_exclusively(self.path + ".lock")
             self._conn = await asyncio.to_thread(_open_writer, self.path)
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute(Q.probe_write)
+            self._conn.execute("COMMIT")
             last_seq, event_count = self._conn.execute(Q.log_head).fetchone()
             counts = Counter({s: n for s, n in self._conn.execute(Q.count_by_state)})
             self._head = _Head(last_seq, event_count, counts)
@@ -184,9 +195,16 @@ class SqliteStore:
             self._reader.execute("PRAGMA query_only = 1")
             # We hold the lock, so the process that left jobs running is gone.
             recovered: int = await self._commits.request("recover", reason=RESTART_REASON)
+        except (sqlite3.Error, OSError, StoreUnavailable) as exc:  # OSError: the lock file, read-only
+            self._release()
+            if not is_unavailable(exc):
+                raise
+            raise StoreUnavailable(
+                f"the SQLite file {self.path} cannot be written ({exc}); kasp does not start on a "
+                "store it cannot write: check the file system is mounted read-write and has space"
+            ) from exc
         except BaseException:
-            self._close_connections()
-            self._unlock()
+            self._release()
             raise
         if recovered:
             log.warning(
@@ -197,6 +215,10 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self._commits.close()  # let queued writes commit
+        self._release()
+
+    def _release(self) -> None:
+        """Close both connections and release the file's lock."""
         self._close_connections()
         self._unlock()
 
@@ -226,21 +248,30 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield _Tx(conn, self._head)
+            if not self.health.available:
+                conn.execute(Q.probe_write)  # even a batch with nothing to write tells if the disk is back
             # The fsync happens here, in a thread: the loop keeps serving and queueing.
             await asyncio.to_thread(conn.execute, "COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
+                if conn.in_transaction:
+                    conn.rollback()
             self._head = before  # nothing of this batch is on disk
             raise
         finally:
             self._publish()
 
-    def _reading(self) -> sqlite3.Connection:
-        # On the loop: reads are short indexed queries on the WAL snapshot; a thread hop
-        # per read would cost more (each sqlite3 call re-takes the GIL) than the query.
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """Every read goes through here: an outage's error becomes StoreUnavailable (faults.py).
+
+        On the loop: reads are short indexed queries on the WAL snapshot; a thread hop
+        per read would cost more (each sqlite3 call re-takes the GIL) than the query."""
         assert self._reader is not None, "the store is not open"
-        return self._reader
+        try:
+            return self._reader.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            self.health.raise_if_unavailable(exc)
+            raise
 
     # -- writing -----------------------------------------------------------
 
@@ -269,43 +300,41 @@ class SqliteStore:
     # -- reading -----------------------------------------------------------
 
     async def next_due_ms(self) -> int | None:
-        value: int | None = self._reading().execute(Q.next_due).fetchone()[0]
+        value: int | None = self._query(Q.next_due)[0][0]
         return value
 
     async def get_job(self, job_id: str) -> JobView | None:
-        row = self._reading().execute(Q.job_by_id, (job_id,)).fetchone()
-        return ROWS.view_from_row(row) if row is not None else None
+        rows = self._query(Q.job_by_id, (job_id,))
+        return ROWS.view_from_row(rows[0]) if rows else None
 
     async def list_jobs(self, *, state: JobState | None, limit: int, cursor: int) -> JobPage:
-        conn = self._reading()
         if state is None:
-            rows = conn.execute(Q.list_jobs, (cursor, limit)).fetchall()
+            rows = self._query(Q.list_jobs, (cursor, limit))
         else:
-            rows = conn.execute(Q.list_jobs_in_state, (state.value, cursor, limit)).fetchall()
+            rows = self._query(Q.list_jobs_in_state, (state.value, cursor, limit))
         jobs = _views(rows)
         return JobPage(jobs, jobs[-1].created_seq if len(jobs) == limit else None)
 
     async def job_events(self, job_id: str) -> list[Event] | None:
-        events = [event_from_row(r) for r in self._reading().execute(Q.job_events, (job_id,))]
+        events = [event_from_row(r) for r in self._query(Q.job_events, (job_id,))]
         return events or None
 
     async def read_events(
         self, *, after: int, limit: int, job_id: str | None, type: EventType | None
     ) -> list[Event]:
-        conn = self._reading()
         if job_id is None and type is None:
-            rows = conn.execute(Q.events_after, (after, limit))
+            rows = self._query(Q.events_after, (after, limit))
         elif type is None:
-            rows = conn.execute(Q.events_after_of_job, (after, job_id, limit))
+            rows = self._query(Q.events_after_of_job, (after, job_id, limit))
         elif job_id is None:
-            rows = conn.execute(Q.events_after_of_type, (after, type.value, limit))
+            rows = self._query(Q.events_after_of_type, (after, type.value, limit))
         else:
-            rows = conn.execute(Q.events_after_of_job_and_type, (after, job_id, type.value, limit))
+            rows = self._query(Q.events_after_of_job_and_type, (after, job_id, type.value, limit))
         return [event_from_row(r) for r in rows]
 
     async def stats(self) -> StoreStats:
         last_seq, event_count, counts = self._committed
-        delayed: int = self._reading().execute(Q.count_delayed, (now_ms(),)).fetchone()[0]
+        delayed: int = self._query(Q.count_delayed, (now_ms(),))[0][0]
         queued = counts.get(JobState.QUEUED, 0)
         return StoreStats(
             jobs={s: counts.get(s, 0) for s in JobState},
@@ -316,7 +345,7 @@ class SqliteStore:
         )
 
     async def unfinished_job_ids(self) -> list[str]:
-        return [r[0] for r in self._reading().execute(Q.unfinished_ids)]
+        return [r[0] for r in self._query(Q.unfinished_ids)]
 
 
 def _open_writer(path: str) -> sqlite3.Connection:

@@ -15,6 +15,7 @@ from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.engine import Engine
 from service.store import EventStore
+from service.store.core import same_request
 from tests.store.conftest import StoreHarness
 
 T0 = 1_000_000
@@ -163,3 +164,71 @@ def test_enqueue_many_of_only_known_or_refused_jobs_writes_nothing(
     assert isinstance(outcomes[1], QueueFull)
     stats = harness.run(store.stats())
     assert (stats.last_seq, stats.event_count) == (1, 1)
+
+
+def test_claims_take_higher_priority_first_then_the_order_jobs_became_ready(
+    store: EventStore, harness: StoreHarness
+) -> None:
+    for i, (name, priority) in enumerate([("low", -5), ("a", 0), ("urgent", 50), ("b", 0), ("high", 10)]):
+        event = job.enqueue(name, "p", 0, at_ms=T0 + i, priority=priority)
+        harness.run(store.enqueue(event, capacity=10))
+    claimed = harness.run(store.claim_ready(at_ms=T0 + 10, limit=3))
+    rest = [harness.claim_one(store, T0 + 10) for _ in range(2)]
+    assert [v.id for v in claimed] + [v.id for v in rest if v is not None] == [
+        "urgent",
+        "high",
+        "a",
+        "b",
+        "low",
+    ]
+    assert [v.priority for v in claimed] == [50, 10, 0]
+
+
+def test_a_scheduled_job_is_delayed_takes_no_queue_place_and_becomes_ready_when_due(
+    store: EventStore, harness: StoreHarness
+) -> None:
+    later = job.enqueue("later", "p", 0, at_ms=T0, run_at_ms=T0 + 1000, timeout_ms=250)
+    view, created = harness.run(store.enqueue(later, capacity=1))
+    assert created and (view.next_attempt_at_ms, view.timeout_ms) == (T0 + 1000, 250)
+    harness.run(store.enqueue(enqueued("now", at_ms=T0 + 1), capacity=1))  # the scheduled one holds no place
+    assert harness.claim_one(store, T0 + 500) is not None
+    assert harness.claim_one(store, T0 + 500) is None  # "later" is not due yet
+    harness.run(store.enqueue(enqueued("full", at_ms=T0 + 2), capacity=1))
+    due = harness.run(store.claim_ready(at_ms=T0 + 1000, limit=5))  # due even though the queue is full
+    assert [v.id for v in due] == ["full", "later"] and due[1].timeout_ms == 250  # in ready_at order
+
+
+def test_a_cancelled_job_is_never_claimed_counts_as_finished_and_can_be_requeued(
+    store: EventStore, harness: StoreHarness
+) -> None:
+    harness.run(store.enqueue(enqueued("c"), capacity=10))
+    harness.run(store.enqueue(enqueued("d", at_ms=T0 + 1), capacity=10))
+    queued = harness.run(store.get_job("c"))
+    assert queued is not None
+    cancelled = harness.run(store.append(job.cancel(queued, at_ms=T0 + 2)))
+    assert cancelled.state is JobState.CANCELLED
+    stats = harness.run(store.stats())
+    assert (stats.ready, stats.jobs[JobState.CANCELLED], stats.jobs[JobState.QUEUED]) == (1, 1, 1)
+    assert [v.id for v in harness.run(store.claim_ready(at_ms=T0 + 3, limit=5))] == ["d"]
+    again = harness.run(store.append(job.requeue(cancelled, at_ms=T0 + 4)))
+    assert again.state is JobState.QUEUED
+    (running,) = harness.run(store.claim_ready(at_ms=T0 + 5, limit=5))
+    assert running.id == "c" and running.attempts == 1
+    done = harness.run(
+        store.append(job.succeed(running, at_ms=T0 + 6, duration_ms=1, result={"n": [1, "x"]}))
+    )
+    assert harness.run(store.get_job("c")) == done and done.result == {"n": [1, "x"]}
+    stats = harness.run(store.stats())
+    assert stats.jobs[JobState.CANCELLED] == 0 and stats.jobs[JobState.DONE] == 1
+
+
+def test_a_resend_differing_in_priority_or_timeout_is_a_conflict(
+    store: EventStore, harness: StoreHarness
+) -> None:
+    first = job.enqueue("a", "x", 1, at_ms=T0, priority=5, timeout_ms=100)
+    view, _ = harness.run(store.enqueue(first, capacity=10))
+    assert same_request(
+        view, job.enqueue("a", "x", 1, at_ms=T0 + 1, priority=5, timeout_ms=100, run_at_ms=T0 + 9)
+    )
+    assert not same_request(view, job.enqueue("a", "x", 1, at_ms=T0 + 1, priority=6, timeout_ms=100))
+    assert not same_request(view, job.enqueue("a", "x", 1, at_ms=T0 + 1, priority=5))

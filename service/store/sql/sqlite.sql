@@ -62,6 +62,10 @@ CREATE INDEX kasp_jobs_claim ON kasp_jobs (state, priority DESC, ready_at_ms, cr
 -- Schema 2: finished jobs, oldest finished first: what retention evicts.
 CREATE INDEX kasp_jobs_finished ON kasp_jobs (updated_at_ms) WHERE state IN ('done', 'failed', 'cancelled');
 
+-- name: probe_write
+-- A write that changes nothing but reaches the disk (the header page): tells whether the file takes writes.
+PRAGMA user_version = 2;
+
 -- name: log_head
 -- The cached head of the log at open: last seq and retained event count.
 SELECT coalesce(max(seq), 0), count(*) FROM kasp_events;
