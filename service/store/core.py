@@ -159,11 +159,12 @@ class Op:
 class Transaction(Protocol):
     """What a driver does inside one transaction for `decide`; rows come back as `JobView`s."""
 
-    async def jobs(self, ids: Sequence[str]) -> Sequence[JobView]:
-        """The rows of these jobs (the known ones), locked until COMMIT, taken in id order."""
-
-    async def claimable(self, at_ms: int, limit: int) -> Sequence[JobView]:
-        """Up to `limit` ready jobs in claim order, locked; rows another writer holds are skipped."""
+    async def jobs(
+        self, ids: Sequence[str], at_ms: int, limit: int
+    ) -> tuple[Sequence[JobView], Sequence[JobView]]:
+        """(The rows of these jobs, the known ones, locked until COMMIT in id order; then up to
+        `limit` jobs ready at `at_ms` in claim order, locked, skipping rows another writer holds).
+        One read for both where the driver can: it is the first statement of most batches."""
 
     async def recoverable(self) -> Sequence[JobView]:
         """Running attempts whose worker is gone (an expired lease; at open, every running one), locked."""
@@ -171,11 +172,10 @@ class Transaction(Protocol):
     async def evictable(self, limit: int) -> Sequence[JobView]:
         """Up to `limit` finished jobs, oldest finished first, locked; rows another writer holds skipped."""
 
-    async def lock_log(self) -> tuple[int, int, int]:
-        """Lock the log's head until COMMIT (always after any job row); (last seq, queued, finished)."""
-
-    async def count_delayed(self, at_ms: int) -> int:
-        """Queued jobs not yet due at `at_ms` (they hold no QUEUE_SIZE place)."""
+    async def lock_log(self, delayed_at_ms: int | None) -> tuple[int, int, int, int]:
+        """Lock the log's head until COMMIT (always after any job row): (last seq, queued jobs,
+        finished jobs, and when `delayed_at_ms` is given the queued jobs not yet due then, which
+        hold no QUEUE_SIZE place; else 0)."""
 
     async def write(self, batch: Batch) -> None:
         """Write the numbered events, the changed job rows, the evictions and the new log head."""
@@ -288,12 +288,14 @@ async def decide(tx: Transaction, ops: Sequence[Op], at_ms: int) -> tuple[Batch,
     """
     b = Batch(at_ms)
     ids = sorted({e.job_id for op in ops for e in op.events})
-    if ids:
-        for view in await tx.jobs(ids):
-            b.views[view.id] = view
     n_claim = sum(op.limit for op in ops if op.kind == "claim")
     claim_at = max((op.at_ms for op in ops if op.kind == "claim"), default=at_ms)
-    claimable = deque(await tx.claimable(claim_at, n_claim) if n_claim else ())
+    claimable: deque[JobView] = deque()
+    if ids or n_claim:
+        named, ready = await tx.jobs(ids, claim_at, n_claim)
+        for view in named:
+            b.views[view.id] = view
+        claimable.extend(ready)
     recoverable = await tx.recoverable() if any(op.kind == "recover" for op in ops) else ()
     evicting = any(op.kind == "evict" for op in ops)
     evictable = await tx.evictable(EVICT_BATCH) if evicting else ()
@@ -315,11 +317,11 @@ async def decide(tx: Transaction, ops: Sequence[Op], at_ms: int) -> tuple[Batch,
     admits = any(e.job_id not in b.views for op in ops if op.kind == "enqueue" for e in op.events)
     if b.events or admits or evictable:
         # The log's head last: from here to COMMIT this batch alone numbers events and counts the queue.
-        last_seq, queued, finished = await tx.lock_log()
+        last_seq, queued, finished, delayed = await tx.lock_log(at_ms if admits else None)
         b.log_locked = True
         b.finished += finished
         if admits:
-            b.ready += queued - await tx.count_delayed(at_ms)
+            b.ready += queued - delayed
         for i, op in enumerate(ops):
             if op.kind == "enqueue":
                 outcomes[i] = b.enqueue(op)

@@ -121,11 +121,15 @@ class _Tx:
         self.store = store
         self.last_seq = 0
 
-    async def jobs(self, ids: Sequence[str]) -> Sequence[JobView]:
-        return _views(await self.conn.fetch(Q.lock_jobs, list(ids)))
-
-    async def claimable(self, at_ms: int, limit: int) -> Sequence[JobView]:
-        return _views(await self.conn.fetch(Q.claimable, at_ms, limit))
+    async def jobs(self, ids: Sequence[str], at_ms: int, limit: int) -> tuple[list[JobView], list[JobView]]:
+        if not limit:
+            return _views(await self.conn.fetch(Q.lock_jobs, list(ids))), []
+        if not ids:
+            return [], _views(await self.conn.fetch(Q.claimable, at_ms, limit))
+        rows = await self.conn.fetch(Q.lock_jobs_and_claimable, list(ids), at_ms, limit)
+        return [ROWS.view_from_row(r[1:]) for r in rows if r[0]], [
+            ROWS.view_from_row(r[1:]) for r in rows if not r[0]
+        ]
 
     async def recoverable(self) -> Sequence[JobView]:
         return _views(await self.conn.fetch(Q.expired, RECOVER_BATCH))
@@ -133,13 +137,14 @@ class _Tx:
     async def evictable(self, limit: int) -> Sequence[JobView]:
         return _views(await self.conn.fetch(Q.evictable, limit))
 
-    async def lock_log(self) -> tuple[int, int, int]:
-        self.last_seq, queued, finished = await self.conn.fetchrow(Q.lock_log)
-        return self.last_seq, queued, finished
-
-    async def count_delayed(self, at_ms: int) -> int:
-        n: int = await self.conn.fetchval(Q.count_delayed, at_ms)
-        return n
+    async def lock_log(self, delayed_at_ms: int | None) -> tuple[int, int, int, int]:
+        if delayed_at_ms is None:
+            self.last_seq, queued, finished = await self.conn.fetchrow(Q.lock_log)
+            return self.last_seq, queued, finished, 0
+        self.last_seq, queued, finished, delayed = await self.conn.fetchrow(
+            Q.lock_log_counting_delayed, delayed_at_ms
+        )
+        return self.last_seq, queued, finished, delayed
 
     async def write(self, batch: Batch) -> None:
         owner = self.store.instance_id

@@ -119,13 +119,15 @@ class _Tx:
         self.conn = conn
         self.head = head
 
-    async def jobs(self, ids: Sequence[str]) -> Sequence[JobView]:
-        if len(ids) == 1:
-            return _views(self.conn.execute(Q.job_by_id, (ids[0],)).fetchall())
-        return _views(self.conn.execute(Q.jobs_by_ids, (json.dumps(ids),)).fetchall())
-
-    async def claimable(self, at_ms: int, limit: int) -> Sequence[JobView]:
-        return _views(self.conn.execute(Q.claimable, (at_ms, limit)).fetchall())
+    async def jobs(self, ids: Sequence[str], at_ms: int, limit: int) -> tuple[list[JobView], list[JobView]]:
+        execute = self.conn.execute
+        if not ids:
+            named = []
+        elif len(ids) == 1:
+            named = _views(execute(Q.job_by_id, (ids[0],)).fetchall())
+        else:
+            named = _views(execute(Q.jobs_by_ids, (json.dumps(ids),)).fetchall())
+        return named, _views(execute(Q.claimable, (at_ms, limit)).fetchall()) if limit else []
 
     async def recoverable(self) -> Sequence[JobView]:
         return _views(self.conn.execute(Q.running).fetchall())
@@ -133,13 +135,13 @@ class _Tx:
     async def evictable(self, limit: int) -> Sequence[JobView]:
         return _views(self.conn.execute(Q.evictable, (limit,)).fetchall())
 
-    async def lock_log(self) -> tuple[int, int, int]:
+    async def lock_log(self, delayed_at_ms: int | None) -> tuple[int, int, int, int]:
+        # BEGIN IMMEDIATE already holds the file: the head is the writer's cached counters.
         counts = self.head.counts
-        return self.head.last_seq, counts[JobState.QUEUED], sum(counts[s] for s in FINISHED_STATES)
-
-    async def count_delayed(self, at_ms: int) -> int:
-        n: int = self.conn.execute(Q.count_delayed, (at_ms,)).fetchone()[0]
-        return n
+        delayed = (
+            0 if delayed_at_ms is None else self.conn.execute(Q.count_delayed, (delayed_at_ms,)).fetchone()[0]
+        )
+        return self.head.last_seq, counts[JobState.QUEUED], sum(counts[s] for s in FINISHED_STATES), delayed
 
     async def write(self, batch: Batch) -> None:
         conn, head = self.conn, self.head

@@ -106,6 +106,24 @@ WHERE state = 'queued' AND ready_at_ms <= $1
 ORDER BY priority DESC, ready_at_ms, created_seq
 LIMIT $2 FOR UPDATE SKIP LOCKED;
 
+-- name: lock_jobs_and_claimable
+-- Both reads of a batch in one round trip: lock these jobs ($1, in id order; first column true), then up to $3 jobs ready at $2 in claim order, skipping held rows (false).
+WITH named AS (
+    SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+           next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
+    FROM kasp_jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+), ready AS (
+    SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+           next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
+    FROM kasp_jobs
+    WHERE state = 'queued' AND ready_at_ms <= $2
+    ORDER BY priority DESC, ready_at_ms, created_seq
+    LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+SELECT true, * FROM named
+UNION ALL
+SELECT false, * FROM ready;
+
 -- name: expired
 -- Lock up to $1 running attempts whose lease ran out (the database's clock), skipping held rows.
 SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
@@ -131,9 +149,11 @@ ORDER BY updated_at_ms LIMIT $1 FOR UPDATE SKIP LOCKED;
 -- Lock the log's head until COMMIT: last seq, queued jobs, finished jobs.
 SELECT last_seq, queued, done + failed + cancelled FROM kasp_log FOR UPDATE;
 
--- name: count_delayed
--- Queued jobs not yet due at $1 (they hold no QUEUE_SIZE place).
-SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > $1;
+-- name: lock_log_counting_delayed
+-- lock_log, and in the same round trip the queued jobs not yet due at $1 (they hold no QUEUE_SIZE place).
+SELECT last_seq, queued, done + failed + cancelled,
+       (SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > $1)
+FROM kasp_log FOR UPDATE;
 
 -- name: write_batch
 -- A batch's whole write in one round trip: events ($1..$9), job rows with lease owners ($10..$26), lease ms ($27), last seq ($28), event count change ($29), jobs by state changes ($30..$34).
