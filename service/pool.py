@@ -252,7 +252,8 @@ class WorkerPool:
                     self._running.discard(view.id)
                     self.busy -= 1
         finally:
-            await self._release_claimed()
+            if self._stop.is_set():  # otherwise the jobs stay claimed for the other workers
+                await self._release_claimed()
 
     async def _release_claimed(self) -> None:
         """Jobs claimed for workers that will not run them now: `interrupted`, so they run again."""

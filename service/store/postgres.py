@@ -8,10 +8,11 @@ Group commit. Requests (enqueues, appends, claims, lease recoveries,
 retention steps) queue up in the instance and are committed in batches: while
 one transaction is being committed, the next requests wait, then all of them
 go into the next transaction (at most `core.MAX_BATCH`). A batch is decided
-with a fixed number of round trips, whatever its size (the job rows it needs
-are read in one query, the ready jobs for all its claims in another; events,
-job rows and `kasp_log` are written by one statement), and costs one WAL
-flush. Callers get their answer only after COMMIT: a 202 means the job is on
+with a fixed number of round trips, whatever its size: BEGIN; the job rows it
+names and the ready jobs for all its claims, locked, in one query; the
+`kasp_log` lock (with the count of delayed jobs when it admits new ones) in
+another; events, job rows and `kasp_log` written by one statement; COMMIT,
+one WAL flush. Callers get their answer only after COMMIT: a 202 means the job is on
 disk. The event rows, the job rows (the projection) and the `kasp_log` row
 change in that one transaction, or not at all.
 
