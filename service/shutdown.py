@@ -32,7 +32,7 @@ log = logging.getLogger("kasp")
 EXIT_BUDGET_S = 1.0
 #: Of that budget, what the streams may use to send their last events and `event: shutdown`
 #: once the pool has stopped (a guess; a stream that keeps up needs milliseconds).
-STREAM_FLUSH_S = 0.4
+STREAM_FLUSH_S = 0.25
 #: Of that budget, what is left for Sanic's close and the process exit after the streams
 #: ended: a manager-mode exit took 0.37-0.82 s from signal with nothing in flight (notes §1).
 CLOSE_RESERVE_S = 0.3
