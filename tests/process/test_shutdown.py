@@ -66,8 +66,9 @@ def test_one_signal_drains_gracefully_whatever_clients_are_connected(
     try:
         assert stream.opened.wait(10)
         wait_until(lambda: "kasp_streams 2.0" in keep_alive.get("/metrics").text)
-        assert post(service, "finishing", "sleep=1").status_code == 202  # ends within the timeout
         assert post(service, "stuck", "sleep=60,ok").status_code == 202  # outlives it; ok on a rerun
+        # Ends within the timeout, and after the signal even on a busy machine.
+        assert post(service, "finishing", "sleep=1.5").status_code == 202
         assert post(service, "waiting", "ok").status_code == 202  # queued behind both: never starts
         wait_until(
             lambda: view(service, "finishing")["state"] == view(service, "stuck")["state"] == "running"
