@@ -25,7 +25,7 @@ from sanic.log import LOGGING_CONFIG_DEFAULTS
 from service import config as config_module
 from service import inspector
 from service.config import Config, ConfigError
-from service.http import access, docs, drain, enqueue, events, health, jobs, stats, stream
+from service.http import access, batch, docs, drain, enqueue, events, health, jobs, stats, stream
 from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
 from service.parts import App, build_parts, parts_of
@@ -72,7 +72,19 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     app.config.HOST, app.config.PORT = config.host, config.port
     app.ctx.config = config
     app.ctx.ready = False
-    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes, dashboard, drain):
+    for module in (
+        enqueue,
+        batch,
+        jobs,
+        events,
+        health,
+        stats,
+        docs,
+        stream,
+        metrics_routes,
+        dashboard,
+        drain,
+    ):
         app.blueprint(module.bp)
     app.on_request(access.check)  # the one access decision for every route (service/http/access.py)
 

@@ -21,7 +21,8 @@ from domain.events import Event
 from domain.states import ATTEMPT_OUTCOMES, EventType, JobState
 from service.store.base import StoreStats
 
-# Rejected POST /enqueue by status -> reason label. The statuses come from the one
+# Rejected enqueues (a POST /enqueue, a whole POST /enqueue/batch, or one job of a
+# batch) by status -> reason label. The statuses come from the one
 # error table (service/http/errors.py); this only groups them for operators.
 REJECTION_REASONS: Mapping[int, str] = {
     400: "invalid",
@@ -31,7 +32,7 @@ REJECTION_REASONS: Mapping[int, str] = {
     429: "full",
     503: "draining",
 }
-ENQUEUE_PATH = "/enqueue"
+ENQUEUE_PATHS = frozenset({"/enqueue", "/enqueue/batch"})
 
 # Seconds. Simulated attempts take 0.1-0.5 s (SPEC defaults); real processors
 # vary widely, so the buckets reach minutes (a guess).
@@ -104,11 +105,11 @@ class Metrics:
 
     def count_rejection(self, method: str, path: str, status: int) -> None:
         """Called for every error response; counts those that refused an enqueue."""
-        if path == ENQUEUE_PATH and method == "POST":
+        if path in ENQUEUE_PATHS and method == "POST":
             self.count_enqueue_rejection(status)
 
     def count_enqueue_rejection(self, status: int) -> None:
-        """`count_rejection` for a POST /enqueue the handler answered itself."""
+        """`count_rejection` for an enqueue the handler answered itself (a 429, a batch's job)."""
         reason = REJECTION_REASONS.get(status)
         if reason is not None:
             self.rejected[reason] += 1
@@ -148,8 +149,8 @@ class _RejectionsCollector:
     def collect(self) -> list[Metric]:
         family = CounterMetricFamily(
             "kasp_enqueue_rejected",
-            "POST /enqueue requests refused, by reason: invalid (400/413/415), conflict (409), "
-            "full (429), draining (503)",
+            "Enqueues refused (a POST /enqueue, a whole POST /enqueue/batch, or one job of a batch), "
+            "by reason: invalid (400/413/415), conflict (409), full (429), draining (503)",
             labels=["reason"],
         )
         for reason in sorted(set(REJECTION_REASONS.values())):

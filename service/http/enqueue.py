@@ -29,7 +29,7 @@ async def enqueue(request: Request) -> HTTPResponse:
     limit = parts.config.max_body_bytes
     if len(request.body) > limit:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
-    job_id, payload, max_retries = parse_job(request.body)
+    job_id, payload, max_retries = parse_job(decode_body(request.body))
     try:
         view, created = await engine.enqueue(job_id, payload, max_retries)
     except QueueFull as exc:
@@ -57,8 +57,8 @@ def _reject_constant(name: str) -> Any:
 _DECODER = stdlib_json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def parse_job(body: bytes) -> tuple[str, str, int]:
-    """The job fields of an /enqueue body, or InvalidRequest naming what is wrong."""
+def decode_body(body: bytes) -> dict[str, Any]:
+    """The body's JSON object, or InvalidRequest (`invalid_json`) saying what is wrong."""
     if not body:
         raise InvalidRequest("the body is empty; expected a JSON object", code="invalid_json")
     try:
@@ -67,7 +67,12 @@ def parse_job(body: bytes) -> tuple[str, str, int]:
         raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(doc, dict):
         raise InvalidRequest(f"the body must be a JSON object, got {type(doc).__name__}", code="invalid_json")
+    return doc
 
+
+def parse_job(doc: dict[str, Any]) -> tuple[str, str, int]:
+    """The job a decoded /enqueue body (or one job of a batch) asks for, or InvalidRequest
+    naming the field at fault."""
     job_id = doc.get("id")
     if job_id is None:
         raise InvalidRequest("id is required", field="id")
@@ -80,7 +85,7 @@ def parse_job(body: bytes) -> tuple[str, str, int]:
     if payload is None:
         raise InvalidRequest("payload is required (a string, may be empty)", field="payload")
     if not isinstance(payload, str):
-        raise InvalidRequest(f"payload must be a string, got {_json_type(payload)}", field="payload")
+        raise InvalidRequest(f"payload must be a string, got {json_type(payload)}", field="payload")
 
     max_retries = doc.get("max_retries", 0)
     if type(max_retries) is not int or not 0 <= max_retries <= MAX_RETRIES_LIMIT:
@@ -91,6 +96,6 @@ def parse_job(body: bytes) -> tuple[str, str, int]:
     return job_id, payload, max_retries
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     names = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
