@@ -37,7 +37,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from domain.errors import KaspError, QueueFull, UnknownJob, VersionConflict
@@ -224,7 +224,7 @@ class Batch:
     def final(self, view: JobView) -> JobView:
         """`view` with its created_seq, if this batch created the job."""
         seq = self._created.get(view.id)
-        return view if seq is None else replace(view, created_seq=seq)
+        return view if seq is None else view.with_created_seq(seq)
 
     @property
     def last_seq(self) -> int:
