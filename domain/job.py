@@ -18,6 +18,10 @@ from domain.states import INITIAL_STATE, EventType, JobState, MachineError, next
 
 MAX_ERROR_CHARS = 1000  # a guess: enough for a message and a short traceback line
 
+# Python 3.11 resolves an enum member named on its class (`JobState.QUEUED`) through a
+# descriptor, ~0.2 µs a lookup; hot paths compare against these module names (Issue 12).
+_ENQUEUED = EventType.ENQUEUED
+
 #: Why an attempt failed (SPEC, Jobs and their states): `timeout` when it ran over its
 #: limit, `error` for anything else (an exception, a result that is not JSON).
 FailureReason = Literal["error", "timeout"]
@@ -47,7 +51,7 @@ def enqueue(
         "timeout_ms": timeout_ms,
         "run_at": format_optional_ts(due_ms),
     }
-    return Event(EventType.ENQUEUED, job_id, at_ms, None, INITIAL_STATE, None, 1, data)
+    return Event(_ENQUEUED, job_id, at_ms, None, INITIAL_STATE, None, 1, data)
 
 
 def start(job: JobView, *, at_ms: int) -> Event:

@@ -41,6 +41,10 @@ ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 # times attempt duration when they are not (a guess).
 START_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
+# Python 3.11 resolves an enum member named on its class (`JobState.QUEUED`) through a
+# descriptor, ~0.2 µs a lookup; hot paths compare against these module names (Issue 12).
+_STARTED = EventType.STARTED
+
 
 @dataclass(frozen=True, slots=True)
 class Levels:
@@ -93,7 +97,7 @@ class Metrics:
     def on_event(self, event: Event) -> None:
         kind = event.type
         self.events[kind] += 1
-        if kind is EventType.STARTED:
+        if kind is _STARTED:
             self.start_latency.observe(event.data["waited_ms"] / 1000)
             return
         if kind in ATTEMPT_OUTCOMES:

@@ -9,6 +9,7 @@ from typing import Any
 from sanic import Blueprint, HTTPResponse, Request
 
 from domain.errors import QueueFull
+from domain.states import JobState
 from service.engine import Draining
 from service.http.errors import JSON, InvalidRequest, PayloadTooLarge, render_constant
 from service.parts import parts_of
@@ -17,6 +18,8 @@ bp = Blueprint("enqueue")
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-_.:@~]{1,128}")
 MAX_RETRIES_LIMIT = 100
+#: Each state's name as bytes, for the 202/200 body: Enum's `.value` is a property (~0.3 µs).
+_STATE_BYTES = {state: state.value.encode() for state in JobState}
 
 
 @bp.post("/enqueue")
@@ -42,7 +45,7 @@ async def enqueue(request: Request) -> HTTPResponse:
     # Bytes assembled, not `json(...)`: the id matched ID_PATTERN and the state is an
     # enum value, so neither needs escaping, and Sanic's JSONResponse with its encoder
     # was ~5% of a POST /enqueue in the profile (docs/PERFORMANCE.md, Issue 12).
-    body = b'{"status":"%b","id":"%b"}' % (view.state.value.encode(), view.id.encode())
+    body = b'{"status":"%b","id":"%b"}' % (_STATE_BYTES[view.state], view.id.encode())
     if created:
         return HTTPResponse(body, status=202, headers={"Location": "/jobs/" + view.id}, content_type=JSON)
     return HTTPResponse(body, status=200, content_type=JSON)

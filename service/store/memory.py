@@ -38,6 +38,10 @@ from service.store.faults import StoreHealth
 LIST_SCAN_LIMIT = 10_000  # log entries one /jobs page may examine: bounds a page to ~ms
 COMPACT_MIN_DEAD = 1_024  # below this, a compaction would cost more than the waste
 
+# Python 3.11 resolves an enum member named on its class (`JobState.QUEUED`) through a
+# descriptor, ~0.2 µs a lookup; hot paths compare against these module names (Issue 12).
+_QUEUED = JobState.QUEUED
+
 # Enum member -> its plain str (one shared object per value), and back.
 _PLAIN: dict[Any, str | None] = {m: m.value for m in (*EventType, *JobState)} | {None: None}
 _EVENT_TYPE = {t.value: t for t in EventType}
@@ -226,7 +230,7 @@ class MemoryStore:
             if view.state in FINISHED_STATES:
                 self._n_finished -= 1  # requeued
         self._counts[new_view.state] += 1
-        if new_view.state is JobState.QUEUED:
+        if new_view.state is _QUEUED:
             due = new_view.next_attempt_at_ms
             if due is None:
                 self._promote_due(event.at_ms)  # what became ready before this job goes first
