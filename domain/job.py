@@ -51,15 +51,20 @@ def fail(
     duration_ms: int,
     policy: Backoff,
     rng: RandomSource,
+    reason: str = "error",
 ) -> Event:
-    """`retry_scheduled` while the budget has attempts left, `failed` when it has none."""
+    """`retry_scheduled` while the budget has attempts left, `failed` when it has none.
+    `reason`: "error" (the processor raised or returned no JSON) or "timeout" (SPEC)."""
     error = error[:MAX_ERROR_CHARS]
     if job.attempts_left <= 0:
-        return _move(job, EventType.FAILED, at_ms, data={"error": error, "duration_ms": duration_ms})
+        return _move(
+            job, EventType.FAILED, at_ms, data={"error": error, "reason": reason, "duration_ms": duration_ms}
+        )
     to_state = _check(job, EventType.RETRY_SCHEDULED)  # before the policy: a queued job has no retry number
     delay_ms = policy.delay_ms(job.budget_used, rng)
     data = {
         "error": error,
+        "reason": reason,
         "duration_ms": duration_ms,
         "delay_ms": delay_ms,
         "next_attempt_at": format_ts(at_ms + delay_ms),

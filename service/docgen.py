@@ -50,9 +50,9 @@ EVENT_DOCS: dict[EventType, tuple[str, tuple[str, ...]]] = {
     EventType.SUCCEEDED: ("the attempt succeeded", ("duration_ms",)),
     EventType.RETRY_SCHEDULED: (
         "the attempt failed and retries remain",
-        ("error", "duration_ms", "delay_ms", "next_attempt_at"),
+        ("error", "reason", "duration_ms", "delay_ms", "next_attempt_at"),
     ),
-    EventType.FAILED: ("the attempt failed and no retries remain", ("error", "duration_ms")),
+    EventType.FAILED: ("the attempt failed and no retries remain", ("error", "reason", "duration_ms")),
     EventType.REQUEUED: ("`POST /jobs/{id}/retry`: a fresh budget of `1 + max_retries` attempts", ()),
     EventType.INTERRUPTED: (
         "the attempt was cut off (forced shutdown, lost lease); its attempt is given back",

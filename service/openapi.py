@@ -174,7 +174,7 @@ SCHEMAS: dict[str, Schema] = {
     "Readiness": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ready", "starting", "draining"]}},
+        "properties": {"status": {"type": "string", "enum": ["ready", "starting", "draining", "degraded"]}},
         "additionalProperties": False,
     },
     "Stats": {
@@ -196,7 +196,7 @@ SCHEMAS: dict[str, Schema] = {
                 "type": "object",
                 "required": ["size", "busy"],
                 "properties": {
-                    "size": {"type": "integer", "minimum": 1},
+                    "size": {"type": "integer", "minimum": 0, "description": "worker tasks alive now"},
                     "busy": {"type": "integer", "minimum": 0},
                 },
                 "additionalProperties": False,
@@ -311,7 +311,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/readyz"): {
         "tags": ["operations"],
         "summary": "Readiness",
-        "description": "503 before the server is ready and once shutdown began.",
+        "description": "503 before the server is ready, once shutdown began, and while fewer worker "
+        "tasks are alive than WORKERS (a worker ended unexpectedly and is being replaced).",
         "responses": {"200": _json("Readiness", "ready"), "503": _json("Readiness", "starting or draining")},
     },
     ("get", "/jobs/{id}"): {

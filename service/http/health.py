@@ -19,4 +19,6 @@ async def readyz(request: Request) -> HTTPResponse:
         return json({"status": "draining"}, status=503)
     if parts is None or not request.app.ctx.ready:
         return json({"status": "starting"}, status=503)
+    if parts.pool.live_workers < parts.pool.size:  # a worker died and is not yet replaced
+        return json({"status": "degraded"}, status=503)
     return json({"status": "ready"})

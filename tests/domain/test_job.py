@@ -123,7 +123,7 @@ def test_a_job_gets_at_most_one_plus_max_retries_attempts() -> None:
     s.do(job.start)
     last = s.fail()
     assert (last.type, last.to_state, last.attempt) == (EventType.FAILED, JobState.FAILED, 3)
-    assert last.data == {"error": "boom", "duration_ms": 3}
+    assert last.data == {"error": "boom", "reason": "error", "duration_ms": 3}
     assert s.view.state is JobState.FAILED and s.view.next_attempt_at_ms is None
 
 
