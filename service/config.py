@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from service.connections import FD_RESERVE
+
 
 class ConfigError(ValueError):
     """A setting's value is malformed or out of range; the message names the variable."""
@@ -183,6 +185,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "INFO", parse_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     Setting("ACCESS_LOG", "0", parse_bool, "log every HTTP request (off by default: it costs throughput)"),
     Setting(
+        "REQUEST_DEADLINE",
+        "10",
+        parse_seconds,
+        "seconds a client gets to send a whole request, head and body, from its first byte (from the "
+        "connection's opening for the first request), however steadily it trickles; then 408 and close",
+        0.1,
+        3600,
+    ),
+    Setting(
+        "MAX_CONNECTIONS",
+        "4096",
+        parse_int,
+        f"client connections open at once (kept {FD_RESERVE} under the file-descriptor limit); at the "
+        "cap a new connection closes the one waiting longest for its request head, or gets 503 if all "
+        "are busy",
+        1,
+        1_000_000,
+    ),
+    Setting(
         "STREAM_HEARTBEAT",
         "15",
         parse_seconds,
@@ -220,6 +241,8 @@ class Config:
     retain_finished: int = 100_000
     log_level: str = "INFO"
     access_log: bool = False
+    request_deadline: float = 10.0
+    max_connections: int = 4096
     stream_heartbeat: float = 15.0
     stream_send_timeout: float = 10.0
 

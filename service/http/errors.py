@@ -57,8 +57,10 @@ _SANIC_CODES = {
     405: "method_not_allowed",
     408: "request_timeout",
     413: "payload_too_large",
+    414: "uri_too_long",
     416: "range_not_satisfiable",
     417: "expectation_failed",
+    431: "header_fields_too_large",
     503: "service_unavailable",
 }
 

@@ -88,7 +88,8 @@ def test_job_events_tell_the_whole_story_in_order(client: httpx.Client) -> None:
     ]
     assert events[0]["data"] == {"payload": "fail,fail", "max_retries": 1}
     retry = events[2]["data"]
-    assert set(retry) == {"error", "duration_ms", "delay_ms", "next_attempt_at"}
+    assert set(retry) == {"error", "reason", "duration_ms", "delay_ms", "next_attempt_at"}
+    assert retry["reason"] == "error"
     assert 0 <= retry["delay_ms"] <= 5  # BACKOFF_BASE_MS=5: first retry's envelope
     assert events[4]["data"]["error"] == "scripted failure on attempt 2"
     seqs = [e["seq"] for e in events]

@@ -78,6 +78,7 @@ def test_failed_attempt_with_retries_left_schedules_a_retry() -> None:
     assert (event.type, event.from_state, event.to_state) == ("retry_scheduled", "running", "queued")
     assert event.data == {
         "error": "boom",
+        "reason": "error",
         "duration_ms": 3,
         "delay_ms": 50,
         "next_attempt_at": "2025-11-29T02:01:19.070Z",
