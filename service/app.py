@@ -37,6 +37,10 @@ log = logging.getLogger("kasp")
 
 APP_NAME = "kasp"
 HEAD_BUDGET_BYTES = 64 * 1024  # request line + headers allowed on top of MAX_BODY_BYTES
+#: Connections the kernel queues before kasp accepts them (Sanic's default is 100). Under a
+#: connection flood (bench/slowloris.py) 100 overflowed and a new client's SYN was dropped,
+#: costing it a 1 s+ retransmission; Linux caps this at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG = 1024
 
 
 class KaspSanic(Sanic[Any, Any]):
@@ -45,13 +49,25 @@ class KaspSanic(Sanic[Any, Any]):
     connections run KaspProtocol (request deadline, connection cap, 414/431) however
     the server is started: the CLI and app.run() call prepare(), tests create_server()."""
 
-    def prepare(self, *args: Any, protocol: type[asyncio.Protocol] | None = None, **kwargs: Any) -> None:
-        super().prepare(*args, protocol=protocol or KaspProtocol, **kwargs)
+    def prepare(
+        self,
+        *args: Any,
+        protocol: type[asyncio.Protocol] | None = None,
+        backlog: int = LISTEN_BACKLOG,
+        **kwargs: Any,
+    ) -> None:
+        super().prepare(*args, protocol=protocol or KaspProtocol, backlog=backlog, **kwargs)
 
     async def create_server(
-        self, *args: Any, protocol: type[asyncio.Protocol] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        protocol: type[asyncio.Protocol] | None = None,
+        backlog: int = LISTEN_BACKLOG,
+        **kwargs: Any,
     ) -> Any:
-        return await super().create_server(*args, protocol=protocol or KaspProtocol, **kwargs)
+        return await super().create_server(
+            *args, protocol=protocol or KaspProtocol, backlog=backlog, **kwargs
+        )
 
     def get_address(  # type: ignore[override]
         self, host: str | None, port: int | None, version: Any = HTTP.VERSION_1, auto_tls: bool = False

@@ -12,8 +12,9 @@ from typing import Protocol
 FD_RESERVE = 256
 
 
-class Closable(Protocol):
-    def close(self, timeout: float | None = None) -> None: ...
+class Sheddable(Protocol):
+    def shed(self) -> None:
+        """End this connection to make room: 503 if it is mid-head, quietly if idle."""
 
 
 def raise_fd_limit() -> tuple[int, int, int]:
@@ -46,7 +47,7 @@ class ConnectionGate:
         self.cap = cap
         self.deadline_s = deadline_s
         self.open = 0
-        self.waiting: dict[Closable, None] = {}
+        self.waiting: dict[Sheddable, None] = {}
         self.shed = 0  #: connections refused with 503 at the cap
         self.evicted = 0  #: waiting connections closed to admit a new one
         self.timed_out = 0  #: requests cut off by the deadline
@@ -60,6 +61,6 @@ class ConnectionGate:
             victim = next(iter(self.waiting))
             del self.waiting[victim]
             self.evicted += 1
-            victim.close()
+            victim.shed()
         self.open += 1
         return True

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from sanic import HTTPResponse, Request, json
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 
 from domain.errors import InvalidTransition, JobConflict, QueueFull, UnknownJob, VersionConflict
@@ -19,6 +19,7 @@ log = logging.getLogger("kasp.http")
 
 RETRY_AFTER_FULL_S = 1  # a guess: the default pool drains 64 jobs of ~300 ms in ~5 s
 RETRY_AFTER_DRAINING_S = 5  # a guess: about one restart of a single-process service
+RETRY_AFTER_SHED_S = 1  # a guess: connections at the cap turn over within REQUEST_DEADLINE
 
 
 class InvalidRequest(Exception):
@@ -101,6 +102,9 @@ class KaspErrorHandler(ErrorHandler):
     whatever the client's Accept header says."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):
+            # The client went away mid-request: nobody to answer, nothing to log or count.
+            return HTTPResponse(status=503)
         response = render(exception)
         parts = getattr(request.app.ctx, "parts", None)  # absent before the server starts
         if parts is not None:

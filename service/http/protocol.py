@@ -24,15 +24,20 @@ made /healthz fail. So:
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 from typing import Any
 
-from sanic.exceptions import PayloadTooLarge, RequestTimeout, SanicException, URITooLong
+from sanic.exceptions import PayloadTooLarge, SanicException, URITooLong
 from sanic.http import Http, Stage
 from sanic.server.protocols.http_protocol import HttpProtocol
 
 from service.connections import ConnectionGate
+from service.http.errors import RETRY_AFTER_SHED_S
 from service.parts import parts_of
 
+_TIMEOUT_BODY = (
+    b'{"error":"request_timeout","message":"the request was not complete within %s s (REQUEST_DEADLINE)"}'
+)
 _SHED_BODY = (
     b'{"error":"too_many_connections","message":"the service holds MAX_CONNECTIONS connections, '
     b'all busy; retry shortly"}'
@@ -41,10 +46,19 @@ _SHED_BODY = (
 SHED_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
     b"content-type: application/json\r\n"
-    b"retry-after: 1\r\n"
+    b"retry-after: %d\r\n"
     b"connection: close\r\n"
-    b"content-length: %d\r\n\r\n%b" % (len(_SHED_BODY), _SHED_BODY)
+    b"content-length: %d\r\n\r\n%b" % (RETRY_AFTER_SHED_S, len(_SHED_BODY), _SHED_BODY)
 )
+
+
+@cache
+def timeout_response(deadline_s: float) -> bytes:
+    body = _TIMEOUT_BODY % f"{deadline_s:g}".encode()
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n%b" % (len(body), body)
+    )
 
 
 class HeaderFieldsTooLarge(SanicException):
@@ -86,11 +100,12 @@ class KaspProtocol(HttpProtocol):
     """HttpProtocol with kasp's request deadline and connection cap (module docstring)."""
 
     HTTP_CLASS = KaspHttp
-    __slots__ = ("_admitted", "_deadline", "_gate", "_heads")
+    __slots__ = ("_admitted", "_deadline", "_gate", "_heads", "_timeout_response")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._gate: ConnectionGate = parts_of(self.app).gate
+        self._timeout_response = timeout_response(self._gate.deadline_s)
         self._admitted = False
         self._heads = 0  # request heads begun on this connection
         self._deadline: asyncio.TimerHandle | None = None
@@ -137,6 +152,34 @@ class KaspProtocol(HttpProtocol):
     def head_complete(self) -> None:
         self._gate.waiting.pop(self, None)
 
+    def shed(self) -> None:
+        """Make room at the cap: a mid-head connection is told why (503), an idle one just closed."""
+        http = self._http if hasattr(self, "_http") else None
+        if http is None or self._task is None:
+            self.close()
+        elif http.stage is Stage.REQUEST:
+            self._end(SHED_RESPONSE)
+        else:
+            self._task.cancel()  # idle: its task ends quietly and closes the connection
+
+    def _end(self, answer: bytes) -> None:
+        """Write a canned answer and end the connection through its task.
+
+        Not Sanic's error path: a burst of slowloris connections all reaching their
+        deadline (or all shed) at once would render hundreds of error responses in one
+        loop iteration, stalling every other client (bench/slowloris.py: p99 ~80 ms that
+        way). Not transport.close() under the task either: Sanic 25.12 then logs a
+        traceback per connection (its "transport is closed" branch reads `request.method`
+        of a request not yet parsed). Stage FAILED is Sanic's own "nothing more may be sent
+        on this connection": the cancelled task's error path stays silent, and it closes."""
+        http = self._http
+        http.keep_alive = False
+        http.request_body = None  # do not wait for the rest of a body
+        http.stage = Stage.FAILED
+        assert self.transport is not None and self._task is not None
+        self.transport.write(answer)
+        self._task.cancel()
+
     # -- the deadline ------------------------------------------------------
 
     def _arm(self) -> None:
@@ -154,15 +197,9 @@ class KaspProtocol(HttpProtocol):
         if http is None or self._task is None or self.transport is None or self.transport.is_closing():
             return
         stage = http.stage
-        if stage is Stage.IDLE:  # opened, nothing sent within the deadline
+        if stage is Stage.IDLE and not self._heads:  # opened, and nothing sent within the deadline
             self._gate.timed_out += 1
-            self.close()
+            self._task.cancel()
         elif stage is Stage.REQUEST or (stage is Stage.HANDLER and http.request_body):
             self._gate.timed_out += 1
-            http.keep_alive = False
-            http.request_body = None  # after the 408, close: do not wait for the rest of the body
-            # Sanic's own timeout path: the connection task answers with this exception.
-            http.exception = RequestTimeout(
-                f"the request was not complete within {self._gate.deadline_s:g} s (REQUEST_DEADLINE)"
-            )
-            self._task.cancel()
+            self._end(self._timeout_response)
