@@ -219,6 +219,15 @@ SETTINGS: tuple[Setting, ...] = (
         0.01,
         50,
     ),
+    Setting(
+        "STREAM_MAX_AGE",
+        "0",
+        parse_seconds,
+        "seconds after which /events/stream ends with `event: end` (an EventSource reconnects and "
+        "resumes with Last-Event-ID; a bound for proxies and tests); 0 = never",
+        0,
+        86_400,
+    ),
 )
 
 
@@ -245,6 +254,7 @@ class Config:
     max_connections: int = 4096
     stream_heartbeat: float = 15.0
     stream_send_timeout: float = 10.0
+    stream_max_age: float = 0.0
 
     @property
     def store_kind(self) -> StoreKind:

@@ -20,6 +20,7 @@ from service.http import events as events_http
 from service.http import jobs as jobs_http
 from service.http.enqueue import ID_PATTERN, MAX_RETRIES_LIMIT
 from service.http.errors import RETRY_AFTER_DRAINING_S, RETRY_AFTER_FULL_S
+from service.http.stream import CONTROL_MESSAGES as STREAM_CONTROL_MESSAGES
 
 OPENAPI_VERSION = "3.0.3"  # the newest version the packaged Swagger UI (4.15) renders fully
 
@@ -164,6 +165,22 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
         "additionalProperties": False,
+    },
+    "StreamMessage": {
+        "type": "object",
+        "description": "One Server-Sent Events message of `/events/stream`, as an EventSource parses it. "
+        "For an event, `event` is its type, `data` the `Event` JSON and `id` its seq. Control messages "
+        "carry no `id` and a JSON object in `data` with a `message`: `gap` (events no longer retained "
+        "were skipped), `shutdown` (the service stops), `dropped` (the subscriber read nothing for "
+        "STREAM_SEND_TIMEOUT), `end` (the stream reached STREAM_MAX_AGE). Comments (`: keepalive`) "
+        "and the opening `retry:` are not messages.",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": [*_EVENT_TYPES, *STREAM_CONTROL_MESSAGES]},
+            "data": {"type": "string", "description": "JSON: an `Event`, or a control message's object"},
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the event's seq"},
+            "retry": {"type": "integer", "minimum": 0, "description": "reconnect delay, ms"},
+        },
     },
     "Health": {
         "type": "object",
@@ -382,7 +399,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             },
         ],
         "responses": {
-            "200": _body("text/event-stream", "an endless stream of events"),
+            "200": _body(
+                "text/event-stream",
+                "the stream: one `StreamMessage` per event or control message; endless unless "
+                "STREAM_MAX_AGE is set",
+                _ref("StreamMessage"),
+            ),
             "400": _BAD_PARAMETER,
         },
     },
