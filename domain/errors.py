@@ -49,3 +49,7 @@ class QueueFull(KaspError):
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         super().__init__(f"the queue holds {capacity} jobs not yet started (QUEUE_SIZE)")
+
+
+class InvalidResult(KaspError):
+    """A processor returned something kasp cannot record as a job's result (SPEC, Faults)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.states import EventType, JobState
@@ -74,3 +75,17 @@ def format_ts(ms: int) -> str:
 
 def format_optional_ts(ms: int | None) -> str | None:
     return None if ms is None else format_ts(ms)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def parse_ts(text: str) -> int:
+    """The milliseconds `format_ts` wrote `text` from: how replay reads a time back out of
+    an event's data (`enqueued`'s `run_at`). Exact, unlike a float timestamp."""
+    return (datetime.fromisoformat(text) - _EPOCH) // _ONE_MS
+
+
+def parse_optional_ts(text: str | None) -> int | None:
+    return None if text is None else parse_ts(text)

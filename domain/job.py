@@ -7,18 +7,36 @@ anything exists to be written, so a refused move leaves no trace in the log.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from domain.backoff import Backoff, RandomSource
 from domain.errors import InvalidTransition
-from domain.events import NO_DATA, Event, format_ts
+from domain.events import NO_DATA, Event, format_optional_ts, format_ts
 from domain.projection import JobView
+from domain.results import check_result
 from domain.states import INITIAL_STATE, EventType, JobState, MachineError, next_state
 
 MAX_ERROR_CHARS = 1000  # a guess: enough for a message and a short traceback line
 
+#: Why an attempt failed (SPEC, Jobs and their states): `timeout` when it ran over its
+#: limit, `error` for anything else (an exception, a result that is not JSON).
+FailureReason = Literal["error", "timeout"]
 
-def enqueue(job_id: str, payload: str, max_retries: int, *, at_ms: int) -> Event:
+
+def enqueue(
+    job_id: str,
+    payload: str,
+    max_retries: int,
+    *,
+    at_ms: int,
+    priority: int = 0,
+    timeout_ms: int | None = None,
+    run_at_ms: int | None = None,
+) -> Event:
+    """`run_at_ms`: when a `run_at`/`delay_ms` request makes the job due (None: neither was
+    given). A time at or before `at_ms` is now: `run_at` records `at_ms` and the job is
+    ready at once, so the log says when the job really became due."""
+    due_ms = None if run_at_ms is None else max(run_at_ms, at_ms)
     return Event(
         type=EventType.ENQUEUED,
         job_id=job_id,
@@ -27,7 +45,13 @@ def enqueue(job_id: str, payload: str, max_retries: int, *, at_ms: int) -> Event
         to_state=INITIAL_STATE,
         attempt=None,
         version=1,
-        data={"payload": payload, "max_retries": max_retries},
+        data={
+            "payload": payload,
+            "max_retries": max_retries,
+            "priority": priority,
+            "timeout_ms": timeout_ms,
+            "run_at": format_optional_ts(due_ms),
+        },
     )
 
 
@@ -39,8 +63,13 @@ def start(job: JobView, *, at_ms: int) -> Event:
     return _move(job, EventType.STARTED, at_ms, attempt=job.attempts + 1, data=data)
 
 
-def succeed(job: JobView, *, at_ms: int, duration_ms: int) -> Event:
-    return _move(job, EventType.SUCCEEDED, at_ms, data={"duration_ms": duration_ms})
+def succeed(job: JobView, *, at_ms: int, duration_ms: int, result: Any = None) -> Event:
+    """Raises `InvalidResult` (nothing written) when `result` is not a JSON value of at most
+    64 KiB; the caller records a failed attempt instead. The event carries a plain-JSON copy
+    of it, so a processor that later mutates what it returned changes nothing."""
+    to_state = _check(job, EventType.SUCCEEDED)
+    data = {"duration_ms": duration_ms, "result": check_result(result)}
+    return _event(job, EventType.SUCCEEDED, to_state, at_ms, job.attempts, data)
 
 
 def fail(
@@ -51,15 +80,14 @@ def fail(
     duration_ms: int,
     policy: Backoff,
     rng: RandomSource,
-    reason: str = "error",
+    reason: FailureReason = "error",
 ) -> Event:
     """`retry_scheduled` while the budget has attempts left, `failed` when it has none.
     `reason`: "error" (the processor raised or returned no JSON) or "timeout" (SPEC)."""
     error = error[:MAX_ERROR_CHARS]
     if job.attempts_left <= 0:
-        return _move(
-            job, EventType.FAILED, at_ms, data={"error": error, "reason": reason, "duration_ms": duration_ms}
-        )
+        data: dict[str, Any] = {"error": error, "reason": reason, "duration_ms": duration_ms}
+        return _move(job, EventType.FAILED, at_ms, data=data)
     to_state = _check(job, EventType.RETRY_SCHEDULED)  # before the policy: a queued job has no retry number
     delay_ms = policy.delay_ms(job.budget_used, rng)
     data = {
@@ -73,7 +101,19 @@ def fail(
 
 
 def requeue(job: JobView, *, at_ms: int) -> Event:
+    """A failed or cancelled job back to `queued`, ready now, with a fresh budget."""
     return _move(job, EventType.REQUEUED, at_ms, attempt=None)
+
+
+def cancel(job: JobView, *, at_ms: int, duration_ms: int | None = None) -> Event:
+    """Cancel a queued job (ready, delayed or scheduled) or a running one; a finished job
+    raises `InvalidTransition`. From `running` the event ends the current attempt: it
+    carries that attempt's number and, when the caller timed it, its `duration_ms`."""
+    to_state = _check(job, EventType.CANCELLED)
+    if job.state is JobState.RUNNING:
+        data = NO_DATA if duration_ms is None else {"duration_ms": duration_ms}
+        return _event(job, EventType.CANCELLED, to_state, at_ms, job.attempts, data)
+    return _event(job, EventType.CANCELLED, to_state, at_ms, None, NO_DATA)
 
 
 def interrupt(job: JobView, *, at_ms: int, reason: str, duration_ms: int | None = None) -> Event:

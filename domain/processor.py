@@ -1,8 +1,10 @@
 """What runs one attempt of a job; replace it to make kasp do real work.
 
 A processor is any async callable taking an `Attempt`. Returning means the
-attempt succeeded; raising any exception means it failed (the exception's text
-becomes the job's `last_error`). Point `PROCESSOR=package.module:name` at yours.
+attempt succeeded, and what it returns is the job's `result`: a JSON value of at
+most 64 KiB, or None (domain/results.py; anything else fails the attempt).
+Raising any exception means it failed (the exception's text becomes the job's
+`last_error`). Point `PROCESSOR=package.module:name` at yours.
 Blocking or CPU-heavy code must run in an executor: the pool shares one loop.
 """
 
@@ -26,7 +28,7 @@ class Attempt:
 
 
 class Processor(Protocol):
-    async def __call__(self, attempt: Attempt) -> None: ...
+    async def __call__(self, attempt: Attempt) -> object: ...
 
 
 class SimulatedFailure(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from domain.events import Event, format_optional_ts, format_ts
+from domain.events import Event, format_optional_ts, format_ts, parse_optional_ts
 from domain.states import EventType, JobState
 from domain.values import value_type
 
@@ -25,9 +25,13 @@ class JobView:
     last_error: str | None
     created_at_ms: int
     updated_at_ms: int
-    next_attempt_at_ms: int | None  #: set while waiting out a retry delay
+    next_attempt_at_ms: int | None  #: set while waiting out a retry delay or a schedule (run_at)
     version: int  #: number of this job's events applied
     created_seq: int  #: seq of its `enqueued` event: the job's place in enqueue order
+    # Appended with defaults, so positional construction of the fields above still works.
+    priority: int = 0  #: higher starts first among ready jobs (-100..100)
+    timeout_ms: int | None = None  #: this job's attempt timeout; None: ATTEMPT_TIMEOUT_MS applies
+    result: Any = None  #: the JSON value its `succeeded` carried; None until then
 
     @property
     def attempts_left(self) -> int:
@@ -38,9 +42,12 @@ class JobView:
             "id": self.id,
             "payload": self.payload,
             "max_retries": self.max_retries,
+            "priority": self.priority,
+            "timeout_ms": self.timeout_ms,
             "state": self.state.value,
             "attempts": self.attempts,
             "last_error": self.last_error,
+            "result": self.result,
             "created_at": format_ts(self.created_at_ms),
             "updated_at": format_ts(self.updated_at_ms),
             "next_attempt_at": format_optional_ts(self.next_attempt_at_ms),
@@ -52,19 +59,26 @@ def apply(view: JobView | None, event: Event) -> JobView:
     if view is None:
         if event.type is not EventType.ENQUEUED or event.version != 1:
             raise ProjectionError(f"job {event.job_id!r} must start with enqueued, got {event.type}")
+        data = event.data
+        # .get: `enqueued` events logged before priority, timeout_ms and run_at existed
+        # replay as what an omitted field means today.
+        run_at_ms = parse_optional_ts(data.get("run_at"))
         return JobView(
             id=event.job_id,
-            payload=event.data["payload"],
-            max_retries=event.data["max_retries"],
+            payload=data["payload"],
+            max_retries=data["max_retries"],
             state=event.to_state,
             attempts=0,
             budget_used=0,
             last_error=None,
             created_at_ms=event.at_ms,
             updated_at_ms=event.at_ms,
-            next_attempt_at_ms=None,
+            # A run_at at or before the enqueue is "now": ready at once, like no run_at.
+            next_attempt_at_ms=run_at_ms if run_at_ms is not None and run_at_ms > event.at_ms else None,
             version=1,
             created_seq=event.seq,
+            priority=data.get("priority", 0),
+            timeout_ms=data.get("timeout_ms"),
         )
     if event.job_id != view.id or event.version != view.version + 1:
         raise ProjectionError(
@@ -74,7 +88,7 @@ def apply(view: JobView | None, event: Event) -> JobView:
     if event.from_state is not view.state:
         raise ProjectionError(f"event {event.type} leaves {event.from_state}, job is {view.state}")
     attempts, budget_used = view.attempts, view.budget_used
-    last_error, next_attempt_at_ms = view.last_error, None
+    last_error, next_attempt_at_ms, result = view.last_error, None, view.result
     match event.type:
         case EventType.STARTED:
             attempts += 1
@@ -85,11 +99,18 @@ def apply(view: JobView | None, event: Event) -> JobView:
         case EventType.FAILED:
             last_error = event.data["error"]
         case EventType.REQUEUED:
+            # A fresh run: a full budget, ready now. (Only failed and cancelled jobs are
+            # requeued, and neither has a result: done is final.)
             budget_used = 0
+            result = None
         case EventType.INTERRUPTED:
             # A cut-off attempt is not the job's fault: it does not use up budget.
             budget_used -= 1
         case EventType.SUCCEEDED:
+            result = event.data.get("result")  # .get: logged before results existed
+        case EventType.CANCELLED:
+            # Someone chose to stop it: a cancelled running attempt ran, so it stays
+            # counted against the budget (a requeue starts a fresh one anyway).
             pass
         case _:
             raise ProjectionError(f"job {view.id!r} already exists; got {event.type}")
@@ -106,6 +127,9 @@ def apply(view: JobView | None, event: Event) -> JobView:
         next_attempt_at_ms=next_attempt_at_ms,
         version=event.version,
         created_seq=view.created_seq,
+        priority=view.priority,
+        timeout_ms=view.timeout_ms,
+        result=result,
     )
 
 

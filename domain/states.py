@@ -17,6 +17,7 @@ class JobState(StrEnum):
     RUNNING = "running"  #: a worker is running an attempt
     DONE = "done"  #: an attempt succeeded
     FAILED = "failed"  #: the last attempt of its budget failed
+    CANCELLED = "cancelled"  #: cancelled by POST /jobs/{id}/cancel before an attempt succeeded
 
 
 class EventType(StrEnum):
@@ -27,10 +28,11 @@ class EventType(StrEnum):
     FAILED = "failed"
     REQUEUED = "requeued"
     INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
 
 
 INITIAL_STATE = JobState.QUEUED
-FINISHED_STATES = frozenset({JobState.DONE, JobState.FAILED})
+FINISHED_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
 # (trigger, source, dest), exactly SPEC.md's table. `enqueued` creates a job and
 # so has no source state: it is the machine's initial state, not a transition.
@@ -40,8 +42,15 @@ TRANSITIONS: tuple[tuple[EventType, JobState, JobState], ...] = (
     (EventType.RETRY_SCHEDULED, JobState.RUNNING, JobState.QUEUED),
     (EventType.FAILED, JobState.RUNNING, JobState.FAILED),
     (EventType.REQUEUED, JobState.FAILED, JobState.QUEUED),
+    (EventType.REQUEUED, JobState.CANCELLED, JobState.QUEUED),
     (EventType.INTERRUPTED, JobState.RUNNING, JobState.QUEUED),
+    (EventType.CANCELLED, JobState.QUEUED, JobState.CANCELLED),
+    (EventType.CANCELLED, JobState.RUNNING, JobState.CANCELLED),
 )
+
+#: The events that end a running attempt (their source is `running`): the outcomes
+#: metrics time and the pool records, read off the table rather than listed again.
+ATTEMPT_OUTCOMES = frozenset(trigger for trigger, source, _ in TRANSITIONS if source is JobState.RUNNING)
 
 MACHINE_CONFIG: dict[str, Any] = {
     "states": [s.value for s in JobState],
@@ -102,6 +111,7 @@ def allowed_triggers(state: str) -> list[EventType]:
 
 
 __all__ = [
+    "ATTEMPT_OUTCOMES",
     "FINISHED_STATES",
     "INITIAL_STATE",
     "MACHINE_CONFIG",

@@ -24,14 +24,17 @@ from sanic.http.constants import HTTP
 from sanic.log import LOGGING_CONFIG_DEFAULTS
 
 from service import config as config_module
+from service import inspector
 from service.config import Config, ConfigError
 from service.connections import raise_fd_limit
-from service.http import docs, enqueue, events, health, jobs, stats, stream
+from service.http import access, docs, drain, enqueue, events, health, jobs, stats, stream
 from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
 from service.http.protocol import KaspProtocol
 from service.parts import App, Parts, build_parts, parts_of
 from service.processors import load_processor
+from service.store.faults import StoreUnavailable
+from service.ui import routes as dashboard
 
 log = logging.getLogger("kasp")
 
@@ -85,7 +88,12 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
             raise SystemExit(f"kasp: configuration error: {exc}") from None
     _configure_logging(config)
 
-    app = KaspSanic(APP_NAME, error_handler=KaspErrorHandler(), log_config=_log_config(config))
+    app = KaspSanic(
+        APP_NAME,
+        error_handler=KaspErrorHandler(),
+        log_config=_log_config(config),
+        inspector_class=inspector.KaspInspector,
+    )
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.REQUEST_MAX_SIZE = config.max_body_bytes + HEAD_BUDGET_BYTES
     app.config.ACCESS_LOG = config.access_log
@@ -93,10 +101,12 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     app.ctx.config = config
     app.ctx.ready = False
     app.router.register_pattern(jobs.JOB_ID_PARAM, jobs.job_id_from_path, r"[^/]+")
-    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes):
+    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes, dashboard, drain):
         app.blueprint(module.bp)
+    app.on_request(access.check)  # the one access decision for every route (service/http/access.py)
 
     app.main_process_start(_refuse_several_processes)
+    inspector.configure(app, config)
     app.before_server_start(_start)
     app.after_server_start(_mark_ready)
     app.before_server_stop(_drain)
@@ -125,7 +135,10 @@ def _refuse_several_processes(app: App) -> None:
 async def _start(app: App) -> None:
     config: Config = app.ctx.config
     soft_before, soft, hard = raise_fd_limit()
-    parts = await build_parts(config)
+    try:
+        parts = await build_parts(config)
+    except StoreUnavailable as exc:  # docs/STORAGE.md, Faults: kasp starts only on a store it can write
+        raise SystemExit(f"kasp: {exc}") from None
     app.ctx.parts = parts
     parts.pool.start()
     app.ctx.drain_task = None

@@ -32,31 +32,54 @@ SVG_NAME = "state-diagram.svg"
 DIAGRAM_FONT = "DejaVu Sans"  # Debian's fonts-dejavu-core, installed with graphviz: same metrics, same SVG
 
 STATE_DOCS: dict[JobState, str] = {
-    JobState.QUEUED: "waiting for a worker: ready now, or waiting out a retry delay (`next_attempt_at` set)",
+    JobState.QUEUED: "waiting for a worker: ready now, or waiting out a retry delay or its `run_at` "
+    "(`next_attempt_at` set)",
     JobState.RUNNING: "a worker is running an attempt",
-    JobState.DONE: "an attempt succeeded (final)",
+    JobState.DONE: "an attempt succeeded; its `result` is the processor's answer (final)",
     JobState.FAILED: "the last attempt of its budget failed; `POST /jobs/{id}/retry` sends it back "
     "to `queued`",
+    JobState.CANCELLED: "cancelled by `POST /jobs/{id}/cancel` while queued or running; "
+    "`POST /jobs/{id}/retry` sends it back to `queued`",
 }
 
 # event type -> (when it is recorded, the keys of its `data`; "?" marks a key that may be absent).
 # tests/docs/ checks these keys against the events a real server writes.
 EVENT_DOCS: dict[EventType, tuple[str, tuple[str, ...]]] = {
-    EventType.ENQUEUED: ("accepted by `POST /enqueue`", ("payload", "max_retries")),
+    EventType.ENQUEUED: (
+        "accepted by `POST /enqueue`; `timeout_ms` is null when omitted, `run_at` is when a "
+        "`run_at`/`delay_ms` request made the job due (a past time: the enqueue itself), null if neither",
+        ("payload", "max_retries", "priority", "timeout_ms", "run_at"),
+    ),
     EventType.STARTED: (
         "a worker begins attempt n (n = 1, 2, ...); `waited_ms`: how long the job was ready before",
         ("waited_ms",),
     ),
-    EventType.SUCCEEDED: ("the attempt succeeded", ("duration_ms",)),
+    EventType.SUCCEEDED: (
+        "the attempt succeeded; `result`: the JSON value the processor returned (null for none)",
+        ("duration_ms", "result"),
+    ),
     EventType.RETRY_SCHEDULED: (
-        "the attempt failed and retries remain",
+        "the attempt failed and retries remain; `reason`: `timeout` (over its time limit) or `error`",
         ("error", "reason", "duration_ms", "delay_ms", "next_attempt_at"),
     ),
-    EventType.FAILED: ("the attempt failed and no retries remain", ("error", "reason", "duration_ms")),
-    EventType.REQUEUED: ("`POST /jobs/{id}/retry`: a fresh budget of `1 + max_retries` attempts", ()),
+    EventType.FAILED: (
+        "the attempt failed and no retries remain; `reason`: `timeout` or `error`",
+        ("error", "reason", "duration_ms"),
+    ),
+    EventType.REQUEUED: (
+        "`POST /jobs/{id}/retry` of a failed or cancelled job: ready now, with a fresh budget of "
+        "`1 + max_retries` attempts",
+        (),
+    ),
     EventType.INTERRUPTED: (
-        "the attempt was cut off (forced shutdown, lost lease); its attempt is given back",
+        "the attempt was cut off; `reason`: `shutdown` (forced), `lease_expired` or `restart`; "
+        "its attempt is given back",
         ("reason", "duration_ms?"),
+    ),
+    EventType.CANCELLED: (
+        "`POST /jobs/{id}/cancel`: a queued job at once (no attempt, no data), a running one's "
+        "attempt cut off (that attempt's number and `duration_ms`; the attempt stays counted)",
+        ("duration_ms?",),
     ),
 }
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from domain.events import Event
-from domain.states import EventType, JobState
+from domain.states import ATTEMPT_OUTCOMES, EventType, JobState
 from service.store.base import StoreStats
 
 # Rejected POST /enqueue by status -> reason label. The statuses come from the one
@@ -38,10 +38,6 @@ ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 # Ready-to-start waits: ~a loop iteration when workers are idle, queue-length
 # times attempt duration when they are not (a guess).
 START_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-
-_OUTCOMES = frozenset(
-    {EventType.SUCCEEDED, EventType.RETRY_SCHEDULED, EventType.FAILED, EventType.INTERRUPTED}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +82,9 @@ class Metrics:
         self.registry.register(_RejectionsCollector(self.rejected))
         # Children bound once (labels() takes a lock and a lookup); every series exists from the start, at 0.
         self._events_by_type = {t: self.events.labels(t.value) for t in EventType}
-        self._duration_by_outcome = {t: self.attempt_duration.labels(t.value) for t in sorted(_OUTCOMES)}
+        self._duration_by_outcome = {
+            t: self.attempt_duration.labels(t.value) for t in sorted(ATTEMPT_OUTCOMES)
+        }
         self._levels = _LevelsCollector()
         self.registry.register(self._levels)
 
@@ -98,9 +96,9 @@ class Metrics:
         if kind is EventType.STARTED:
             self.start_latency.observe(event.data["waited_ms"] / 1000)
             return
-        if kind in _OUTCOMES:
+        if kind in ATTEMPT_OUTCOMES:
             duration_ms = event.data.get("duration_ms")
-            if duration_ms is not None:  # an `interrupted` of a lost lease has none
+            if duration_ms is not None:  # an `interrupted` of a lost lease, a queued job's `cancelled`: none
                 self._duration_by_outcome[kind].observe(duration_ms / 1000)
 
     # -- HTTP --------------------------------------------------------------

@@ -18,9 +18,11 @@ from typing import Any
 from domain.states import EventType, JobState
 from service.http import events as events_http
 from service.http import jobs as jobs_http
+from service.http.access import ACT, LOGIN, OPEN, READ, Access
 from service.http.enqueue import ID_PATTERN, MAX_RETRIES_LIMIT
 from service.http.errors import RETRY_AFTER_DRAINING_S, RETRY_AFTER_FULL_S
 from service.http.stream import CONTROL_MESSAGES as STREAM_CONTROL_MESSAGES
+from service.store.faults import RETRY_AFTER_S as RETRY_AFTER_STORE_S
 
 OPENAPI_VERSION = "3.0.3"  # the newest version the packaged Swagger UI (4.15) renders fully
 
@@ -85,9 +87,12 @@ SCHEMAS: dict[str, Schema] = {
             "id",
             "payload",
             "max_retries",
+            "priority",
+            "timeout_ms",
             "state",
             "attempts",
             "last_error",
+            "result",
             "created_at",
             "updated_at",
             "next_attempt_at",
@@ -96,9 +101,21 @@ SCHEMAS: dict[str, Schema] = {
             "id": _JOB_ID,
             "payload": {"type": "string"},
             "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES_LIMIT},
+            "priority": {"type": "integer", "description": "higher starts first among ready jobs"},
+            "timeout_ms": {
+                "type": "integer",
+                "minimum": 0,
+                "nullable": True,
+                "description": "this job's attempt timeout (0: none); null: ATTEMPT_TIMEOUT_MS applies",
+            },
             "state": {"type": "string", "enum": _STATES},
             "attempts": {"type": "integer", "minimum": 0, "description": "attempts started, all budgets"},
             "last_error": {"type": "string", "nullable": True},
+            "result": {
+                "nullable": True,
+                "description": "the JSON value the processor returned (`succeeded`'s `data.result`); "
+                "null until the job is done",
+            },
             "created_at": _TIMESTAMP,
             "updated_at": _TIMESTAMP,
             "next_attempt_at": {
@@ -191,7 +208,14 @@ SCHEMAS: dict[str, Schema] = {
     "Readiness": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ready", "starting", "draining", "degraded"]}},
+        "properties": {
+            "status": {
+                "type": "string",
+                "enum": ["ready", "starting", "draining", "store_unavailable", "degraded"],
+            },
+            "since_ms": {"type": "integer", "description": "store_unavailable: when the outage began"},
+            "error": {"type": "string", "description": "store_unavailable: the store's last error"},
+        },
         "additionalProperties": False,
     },
     "Stats": {
@@ -288,6 +312,13 @@ _BAD_PARAMETER = _error("a query parameter is malformed or out of range (`field`
 _UNKNOWN_JOB = _error("no job with this id")
 _NO_DOCS = _error("docs/ is not part of this installation (kasp runs from a checkout with `make start`)")
 _JOB_ID_PARAM = _path("id", "the job's id", _JOB_ID)
+_RETRY_AFTER_STORE = {"Retry-After": _header("seconds", {"type": "integer", "example": RETRY_AFTER_STORE_S})}
+#: Every operation that reads or writes the store (docs/STORAGE.md, Faults).
+_STORE_UNAVAILABLE = _error(
+    "`store_unavailable`: the store cannot be reached or written now (PostgreSQL down, SQLite's disk "
+    "full); retry after Retry-After",
+    _RETRY_AFTER_STORE,
+)
 
 # (method, path) -> OpenAPI operation. The drift test compares these keys with the
 # app's registered routes.
@@ -314,7 +345,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 {"Retry-After": _header("seconds", {"type": "integer", "example": RETRY_AFTER_FULL_S})},
             ),
             "503": _error(
-                "the service is shutting down",
+                "`shutting_down`: the service is shutting down (Retry-After "
+                f"{RETRY_AFTER_DRAINING_S}); or `store_unavailable`: the store cannot be reached or written "
+                f"now (Retry-After {RETRY_AFTER_STORE_S})",
                 {"Retry-After": _header("seconds", {"type": "integer", "example": RETRY_AFTER_DRAINING_S})},
             ),
         },
@@ -328,15 +361,19 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/readyz"): {
         "tags": ["operations"],
         "summary": "Readiness",
-        "description": "503 before the server is ready, once shutdown began, and while fewer worker "
-        "tasks are alive than WORKERS (a worker ended unexpectedly and is being replaced).",
-        "responses": {"200": _json("Readiness", "ready"), "503": _json("Readiness", "starting or draining")},
+        "description": "503 before the server is ready, once shutdown began, while the store "
+        "cannot be reached or written, and while fewer worker tasks are alive than WORKERS "
+        "(`degraded`: a worker ended unexpectedly and is being replaced).",
+        "responses": {
+            "200": _json("Readiness", "ready"),
+            "503": _json("Readiness", "starting, draining, store_unavailable or degraded"),
+        },
     },
     ("get", "/jobs/{id}"): {
         "tags": ["jobs"],
         "summary": "One job's current state",
         "parameters": [_JOB_ID_PARAM],
-        "responses": {"200": _json("Job", "the job"), "404": _UNKNOWN_JOB},
+        "responses": {"200": _json("Job", "the job"), "404": _UNKNOWN_JOB, "503": _STORE_UNAVAILABLE},
     },
     ("get", "/jobs"): {
         "tags": ["jobs"],
@@ -348,13 +385,21 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "cursor", "`next_cursor` of the previous page", {"type": "string", "pattern": "^[0-9]{1,18}$"}
             ),
         ],
-        "responses": {"200": _json("JobPage", "a page of jobs"), "400": _BAD_PARAMETER},
+        "responses": {
+            "200": _json("JobPage", "a page of jobs"),
+            "400": _BAD_PARAMETER,
+            "503": _STORE_UNAVAILABLE,
+        },
     },
     ("get", "/jobs/{id}/events"): {
         "tags": ["events"],
         "summary": "One job's events, in order",
         "parameters": [_JOB_ID_PARAM],
-        "responses": {"200": _json("JobEvents", "the job's events"), "404": _UNKNOWN_JOB},
+        "responses": {
+            "200": _json("JobEvents", "the job's events"),
+            "404": _UNKNOWN_JOB,
+            "503": _STORE_UNAVAILABLE,
+        },
     },
     ("post", "/jobs/{id}/retry"): {
         "tags": ["jobs"],
@@ -366,6 +411,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "202": _json("JobStatus", "requeued", _LOCATION),
             "404": _UNKNOWN_JOB,
             "409": _error("the job is not `failed`"),
+            "503": _STORE_UNAVAILABLE,
         },
     },
     ("get", "/events"): {
@@ -380,7 +426,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             _query("job_id", "only this job's events", {"type": "string"}),
             _query("type", "only events of this type", {"type": "string", "enum": _EVENT_TYPES}),
         ],
-        "responses": {"200": _json("EventPage", "a page of events"), "400": _BAD_PARAMETER},
+        "responses": {
+            "200": _json("EventPage", "a page of events"),
+            "400": _BAD_PARAMETER,
+            "503": _STORE_UNAVAILABLE,
+        },
     },
     ("get", "/events/stream"): {
         "tags": ["events"],
@@ -411,7 +461,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/stats"): {
         "tags": ["operations"],
         "summary": "Counters for operators",
-        "responses": {"200": _json("Stats", "the counters")},
+        "responses": {"200": _json("Stats", "the counters"), "503": _STORE_UNAVAILABLE},
     },
     ("get", "/metrics"): {
         "tags": ["operations"],
@@ -422,7 +472,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "200": _body(
                 "text/plain application/openmetrics-text",
                 "Prometheus text format, or OpenMetrics when the Accept header asks for it",
-            )
+            ),
+            "503": _STORE_UNAVAILABLE,
         },
     },
     ("get", "/openapi.json"): {
@@ -467,18 +518,200 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
 }
 
+#: an operation may name its level (the dashboard's do); the drift test holds this to the routes
+ACCESS_KEY = "x-kasp-access"
+_PAGE = {"description": "the page (HTML)", "content": {"text/html": {"schema": {"type": "string"}}}}
+_FRAGMENT = {
+    "description": "an HTML fragment the page swaps in when an event concerns it (htmx)",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+
+
+def _redirect(description: str, location: str, **headers: Any) -> dict[str, Any]:
+    """A redirect: an empty body (Sanic labels it text/html) and its Location."""
+    return {
+        "description": description,
+        "headers": {"Location": _header(location), **headers},
+        "content": {"text/html": {"schema": {"type": "string", "maxLength": 0}}},
+    }
+
+
+_TO_LOGIN = _redirect(
+    "a token is needed and the session has none (or a wrong one): to /ui/login", "`/ui/login?next=...`"
+)
+
+
+def _page(summary: str, **extra: Any) -> dict[str, Any]:
+    return {"tags": ["dashboard"], "summary": summary, "responses": {"200": _PAGE, "303": _TO_LOGIN}, **extra}
+
+
+def _fragment(summary: str, **extra: Any) -> dict[str, Any]:
+    return {"tags": ["dashboard"], "summary": summary, "responses": {"200": _FRAGMENT}, **extra}
+
+
+# The dashboard (service/ui/routes.py): pages for people, kept live over /events/stream.
+OPERATIONS.update(
+    {
+        ("post", "/drain"): {
+            "tags": ["operations"],
+            "summary": "Stop taking new work, as SIGTERM does, without exiting",
+            "description": "What `sanic inspect kasp_drain` calls. From now on POST /enqueue and /readyz "
+            "answer 503 and no new attempt starts; running attempts finish (or are interrupted after "
+            "SHUTDOWN_TIMEOUT); reads keep working until the process is stopped.",
+            "responses": {
+                "202": {
+                    "description": "draining",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status", "running"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["draining"]},
+                                    "running": {"type": "integer", "minimum": 0},
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        },
+        ("get", "/"): {
+            "tags": ["dashboard"],
+            "summary": "Leads to the dashboard",
+            ACCESS_KEY: OPEN.value,
+            "responses": {"302": _redirect("to the dashboard", "`/ui/`")},
+        },
+        ("get", "/ui/"): _page("Overview: jobs by state, queue, workers, throughput chart, live events"),
+        ("get", "/ui/fragments/counters"): _fragment("The overview's counters"),
+        ("get", "/ui/jobs"): _page(
+            "Jobs: filtered by state, searched by id, paged with the API's cursor",
+            parameters=[
+                _query("state", "only jobs in this state", {"type": "string", "enum": _STATES}),
+                _query("q", "an exact job id", {"type": "string"}),
+                _query("cursor", "where the page starts", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+            ],
+        ),
+        ("get", "/ui/jobs/{job_id}"): _page(
+            "One job: every field, its timeline and the state diagram",
+            parameters=[_path("job_id", "the job's id", _JOB_ID)],
+        ),
+        ("get", "/ui/jobs/{job_id}/panel"): _fragment(
+            "The job page's live part", parameters=[_path("job_id", "the job's id", _JOB_ID)]
+        ),
+        ("get", "/ui/failures"): _page("Failed jobs grouped by last error, with Retry"),
+        ("get", "/ui/fragments/failures"): _fragment("The failures page's groups"),
+        ("get", "/ui/enqueue"): _page("The Enqueue form (it sends POST /enqueue)"),
+        ("get", "/ui/login"): {
+            "tags": ["dashboard"],
+            "summary": "The token form (when API_TOKEN or READ_TOKEN is set)",
+            ACCESS_KEY: LOGIN.value,
+            "responses": {
+                "200": _PAGE,
+                "303": _redirect("no token is configured: to the dashboard", "`next`"),
+            },
+        },
+        ("post", "/ui/login"): {
+            "tags": ["dashboard"],
+            "summary": "Check a token and keep it in the session cookie (HttpOnly, SameSite=Strict)",
+            ACCESS_KEY: LOGIN.value,
+            "requestBody": {
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"token": {"type": "string"}, "next": {"type": "string"}},
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "303": _redirect("signed in: to `next`", "`next`", **{"Set-Cookie": _header("the session")}),
+                "401": {**_PAGE, "description": "not a valid token: the form again, with the error"},
+            },
+        },
+        ("post", "/ui/logout"): {
+            "tags": ["dashboard"],
+            "summary": "Forget the session cookie",
+            ACCESS_KEY: LOGIN.value,
+            "responses": {"303": _redirect("signed out: to the login", "`/ui/login`")},
+        },
+        ("get", "/ui/static/{name}"): {
+            "tags": ["dashboard"],
+            "summary": "The dashboard's scripts and styles (vendored htmx, its SSE extension, uPlot)",
+            ACCESS_KEY: OPEN.value,
+            "parameters": [_path("name", "file path, e.g. `vendor/htmx.org/htmx.min.js`")],
+            "responses": {
+                "200": _body("text/javascript text/css", "the file"),
+                "404": _error("no such file"),
+            },
+        },
+    }
+)
+
 TAGS = [
     {"name": "jobs", "description": "Admit, read and retry jobs"},
     {"name": "events", "description": "The event log every job's state is a projection of"},
     {"name": "operations", "description": "Probes, counters and metrics"},
     {"name": "docs", "description": "This document, Swagger UI and the documentation page"},
+    {"name": "dashboard", "description": "The live web dashboard for people (HTML)"},
 ]
+
+
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # SPEC.md, Access: they stay open
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "API_TOKEN (acting and reading) or READ_TOKEN (reading); needed only when set. "
+        "The dashboard sends the same token in its HttpOnly session cookie.",
+    }
+}
+_UNAUTHORIZED = _error(
+    "a token is needed (API_TOKEN / READ_TOKEN is set) and none or a wrong one was sent",
+    {"WWW-Authenticate": _header("`Bearer`")},
+)
+_ACCESS_RESPONSES: dict[Access, dict[str, Any]] = {
+    OPEN: {},
+    LOGIN: {"403": _error("a cross-site request (Sec-Fetch-Site or Origin) not in ALLOWED_ORIGINS")},
+    READ: {"401": _UNAUTHORIZED},
+    ACT: {
+        "401": _UNAUTHORIZED,
+        "403": _error(
+            "the read token cannot act, or a cross-site browser request "
+            "whose origin is not in ALLOWED_ORIGINS"
+        ),
+        "415": _error("a non-empty body without `Content-Type: application/json`"),
+    },
+}
+
+
+def access_level(method: str, path: str, operation: dict[str, Any]) -> Access:
+    """The level service/http/access.py applies to this operation's route."""
+    if ACCESS_KEY in operation:
+        return Access(operation[ACCESS_KEY])
+    if path in _OPEN_PATHS or "docs" in operation.get("tags", ()):
+        return OPEN
+    return READ if method in ("get", "head") else ACT
+
+
+def _with_access(method: str, path: str, operation: dict[str, Any]) -> dict[str, Any]:
+    level = access_level(method, path, operation)
+    operation = {k: v for k, v in operation.items() if k != ACCESS_KEY}
+    if level in (READ, ACT):
+        operation["security"] = [{"bearer": []}, {}]  # {}: no token while none is configured
+    added = _ACCESS_RESPONSES[level]
+    if "303" in operation["responses"]:  # a dashboard page sends people to the login, not a 401
+        added = {k: v for k, v in added.items() if k != "401"}
+    operation["responses"] = {**added, **operation["responses"]}
+    return operation
 
 
 @cache
 def _document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for (method, path), operation in OPERATIONS.items():
+    for (method, path), documented in OPERATIONS.items():
+        operation = _with_access(method, path, documented)
         operation_id = (
             method
             + "_"
@@ -497,7 +730,7 @@ def _document() -> dict[str, Any]:
         },
         "tags": TAGS,
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

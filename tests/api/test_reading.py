@@ -37,13 +37,17 @@ def test_a_job_reads_back_with_every_field(client: httpx.Client) -> None:
         "id",
         "payload",
         "max_retries",
+        "priority",
+        "timeout_ms",
         "state",
         "attempts",
         "last_error",
+        "result",
         "created_at",
         "updated_at",
         "next_attempt_at",
     }
+    assert (job["priority"], job["timeout_ms"], job["result"]) == (0, None, None)
     assert (job["id"], job["payload"], job["max_retries"], job["state"], job["attempts"]) == (
         "j1",
         "fail,ok",
@@ -86,7 +90,13 @@ def test_job_events_tell_the_whole_story_in_order(client: httpx.Client) -> None:
         ("started", "queued", "running", 2),
         ("failed", "running", "failed", 2),
     ]
-    assert events[0]["data"] == {"payload": "fail,fail", "max_retries": 1}
+    assert events[0]["data"] == {
+        "payload": "fail,fail",
+        "max_retries": 1,
+        "priority": 0,
+        "timeout_ms": None,
+        "run_at": None,
+    }
     retry = events[2]["data"]
     assert set(retry) == {"error", "reason", "duration_ms", "delay_ms", "next_attempt_at"}
     assert retry["reason"] == "error"
@@ -191,7 +201,7 @@ def test_stats_count_jobs_events_and_workers(make_server: MakeServer) -> None:
         "accepting": True,
         "queue": {"depth": 0, "capacity": 10, "delayed": 0},
         "workers": {"size": 3, "busy": 0},
-        "jobs": {"queued": 0, "running": 0, "done": 2, "failed": 1},
+        "jobs": {"queued": 0, "running": 0, "done": 2, "failed": 1, "cancelled": 0},
         "events": {"count": 9, "last_seq": 9},
     }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
@@ -38,6 +39,7 @@ class Outcome:
     seed: int = 0
     reason: str = "shutdown"
     duration_ms: int = 3
+    result: Any = None
 
 
 OUTCOMES = st.builds(
@@ -46,6 +48,11 @@ OUTCOMES = st.builds(
     seed=st.integers(0, 2**32),
     reason=st.sampled_from(["shutdown", "lease_expired", "restart"]),
     duration_ms=st.integers(0, 10_000),
+    result=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+        max_leaves=5,
+    ),
 )
 
 #: trigger -> how to issue it: (view, clock ms, outcome) -> the event, or InvalidTransition.
@@ -59,7 +66,9 @@ def _fail(view: JobView, at_ms: int, o: Outcome) -> Event:
 
 COMMANDS: dict[EventType, Command] = {
     EventType.STARTED: lambda view, at_ms, o: job.start(view, at_ms=at_ms),
-    EventType.SUCCEEDED: lambda view, at_ms, o: job.succeed(view, at_ms=at_ms, duration_ms=o.duration_ms),
+    EventType.SUCCEEDED: lambda view, at_ms, o: job.succeed(
+        view, at_ms=at_ms, duration_ms=o.duration_ms, result=o.result
+    ),
     # `fail` records retry_scheduled while the budget lasts, failed after: one command, two triggers.
     EventType.RETRY_SCHEDULED: _fail,
     EventType.FAILED: _fail,
@@ -67,6 +76,7 @@ COMMANDS: dict[EventType, Command] = {
     EventType.INTERRUPTED: lambda view, at_ms, o: job.interrupt(
         view, at_ms=at_ms, reason=o.reason, duration_ms=o.duration_ms
     ),
+    EventType.CANCELLED: lambda view, at_ms, o: job.cancel(view, at_ms=at_ms, duration_ms=o.duration_ms),
 }
 
 #: Every trigger of the machine, read from its definition.
@@ -115,10 +125,35 @@ class JobLifecycle(RuleBasedStateMachine):
         self._write(job.enqueue("a", "", 1, at_ms=self.clock))
 
     @precondition(lambda self: len(self.live) < len(IDS))
-    @rule(data=st.data(), payload=st.text(max_size=10), max_retries=st.integers(0, 3))
-    def enqueue(self, data: st.DataObject, payload: str, max_retries: int) -> None:
+    @rule(
+        data=st.data(),
+        payload=st.text(max_size=10),
+        max_retries=st.integers(0, 3),
+        priority=st.integers(-100, 100),
+        timeout_ms=st.none() | st.integers(0, 1000),
+        delay_ms=st.none() | st.integers(-50, 100),
+    )
+    def enqueue(
+        self,
+        data: st.DataObject,
+        payload: str,
+        max_retries: int,
+        priority: int,
+        timeout_ms: int | None,
+        delay_ms: int | None,
+    ) -> None:
         job_id = next(i for i in IDS if i not in self.live)
-        event = job.enqueue(job_id, payload, max_retries, at_ms=self._tick(data))
+        at_ms = self._tick(data)
+        run_at_ms = None if delay_ms is None else at_ms + delay_ms
+        event = job.enqueue(
+            job_id,
+            payload,
+            max_retries,
+            at_ms=at_ms,
+            priority=priority,
+            timeout_ms=timeout_ms,
+            run_at_ms=run_at_ms,
+        )
         assert (event.to_state, event.version) == (INITIAL_STATE, 1)
         self._write(event)
 
@@ -166,8 +201,16 @@ class JobLifecycle(RuleBasedStateMachine):
             failures = [e for e in events if e.type in (EventType.RETRY_SCHEDULED, EventType.FAILED)]
             assert view.last_error == (failures[-1].data["error"] if failures else None)
             last = events[-1]
-            due = last.at_ms + last.data["delay_ms"] if last.type is EventType.RETRY_SCHEDULED else None
+            due = None
+            if last.type is EventType.RETRY_SCHEDULED:
+                due = last.at_ms + last.data["delay_ms"]
+            elif last.type is EventType.ENQUEUED and view.next_attempt_at_ms is not None:
+                assert view.next_attempt_at_ms > last.at_ms  # a schedule in the future
+                due = view.next_attempt_at_ms
             assert view.next_attempt_at_ms == due
+            assert view.result == (last.data["result"] if last.type is EventType.SUCCEEDED else None)
+            first = events[0].data
+            assert (view.priority, view.timeout_ms) == (first["priority"], first["timeout_ms"])
             for e in events:
                 if e.type in (EventType.RETRY_SCHEDULED, EventType.FAILED):
                     assert e.data["reason"] == "error"

@@ -6,7 +6,16 @@ import itertools
 
 import pytest
 
-from domain.states import TRANSITIONS, EventType, JobState, MachineError, allowed_triggers, next_state
+from domain.states import (
+    ATTEMPT_OUTCOMES,
+    FINISHED_STATES,
+    TRANSITIONS,
+    EventType,
+    JobState,
+    MachineError,
+    allowed_triggers,
+    next_state,
+)
 
 ALLOWED = {(trigger, source): dest for trigger, source, dest in TRANSITIONS}
 TRIGGERS = [t for t in EventType if t is not EventType.ENQUEUED]
@@ -19,7 +28,27 @@ def test_the_transition_table_is_specs_table() -> None:
         ("retry_scheduled", "running", "queued"),
         ("failed", "running", "failed"),
         ("requeued", "failed", "queued"),
+        ("requeued", "cancelled", "queued"),
         ("interrupted", "running", "queued"),
+        ("cancelled", "queued", "cancelled"),
+        ("cancelled", "running", "cancelled"),
+    }
+
+
+def test_done_failed_and_cancelled_are_finished_and_only_a_requeue_leaves_them() -> None:
+    assert {s.value for s in FINISHED_STATES} == {"done", "failed", "cancelled"}
+    for state in FINISHED_STATES:
+        assert set(allowed_triggers(state)) <= {EventType.REQUEUED}
+    assert allowed_triggers(JobState.DONE) == []  # a success is final
+
+
+def test_the_attempt_outcomes_are_the_moves_out_of_running() -> None:
+    assert {t.value for t in ATTEMPT_OUTCOMES} == {
+        "succeeded",
+        "retry_scheduled",
+        "failed",
+        "interrupted",
+        "cancelled",
     }
 
 

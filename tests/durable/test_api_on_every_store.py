@@ -34,7 +34,7 @@ def test_a_job_goes_from_enqueue_to_done_with_its_events_and_stats(
     ]
     assert events["next_after"] == 5
     stats = client.get("/stats").json()
-    assert stats["jobs"] == {"queued": 0, "running": 0, "done": 1, "failed": 0}
+    assert stats["jobs"] == {"queued": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0}
     assert stats["events"] == {"count": 5, "last_seq": 5}
     view = client.get("/jobs/a").json()
     assert (view["state"], view["attempts"], view["last_error"]) == (

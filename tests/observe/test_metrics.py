@@ -56,7 +56,7 @@ def test_metrics_parse_and_agree_with_stats(make_server: MakeServer) -> None:
         "accepting": True,
         "queue": {"depth": 2, "capacity": 2, "delayed": 1},
         "workers": {"size": 3, "busy": 3},
-        "jobs": {"queued": 3, "running": 3, "done": 1, "failed": 1},
+        "jobs": {"queued": 3, "running": 3, "done": 1, "failed": 1, "cancelled": 0},
         "events": {"count": stats["events"]["last_seq"], "last_seq": stats["events"]["last_seq"]},
     }
     for state, count in stats["jobs"].items():
