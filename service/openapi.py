@@ -725,7 +725,11 @@ def _document() -> dict[str, Any]:
             "version": version("kasp"),
             "description": "Background jobs over HTTP: a bounded queue, asyncio workers, retries with "
             "exponential backoff and full jitter, and an append-only event log whose projection is every "
-            "job's state.",
+            "job's state.\n\nAny operation may also answer, before its handler runs: 408 "
+            "`request_timeout` (the request was not complete within REQUEST_DEADLINE), 414 `uri_too_long` "
+            "(the request line fills the 8 KiB head limit), 431 `header_fields_too_large`, and 503 "
+            "`too_many_connections` (MAX_CONNECTIONS reached; `Retry-After`), each then closing the "
+            "connection.",
             "license": {"name": "MIT"},
         },
         "tags": TAGS,
