@@ -541,12 +541,14 @@ _TO_LOGIN = _redirect(
 )
 
 
-def _page(summary: str, **extra: Any) -> dict[str, Any]:
-    return {"tags": ["dashboard"], "summary": summary, "responses": {"200": _PAGE, "303": _TO_LOGIN}, **extra}
+def _page(summary: str, more_responses: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    responses = {"200": _PAGE, "303": _TO_LOGIN, **(more_responses or {})}
+    return {"tags": ["dashboard"], "summary": summary, "responses": responses, **extra}
 
 
-def _fragment(summary: str, **extra: Any) -> dict[str, Any]:
-    return {"tags": ["dashboard"], "summary": summary, "responses": {"200": _FRAGMENT}, **extra}
+def _fragment(summary: str, more_responses: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    responses = {"200": _FRAGMENT, **(more_responses or {})}
+    return {"tags": ["dashboard"], "summary": summary, "responses": responses, **extra}
 
 
 # The dashboard (service/ui/routes.py): pages for people, kept live over /events/stream.
@@ -591,13 +593,26 @@ OPERATIONS.update(
                 _query("q", "an exact job id", {"type": "string"}),
                 _query("cursor", "where the page starts", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
             ],
+            more_responses={"400": _BAD_PARAMETER},
         ),
         ("get", "/ui/jobs/{job_id}"): _page(
             "One job: every field, its timeline and the state diagram",
             parameters=[_path("job_id", "the job's id", _JOB_ID)],
+            more_responses={
+                "404": {
+                    "description": "no such job: the dashboard's page saying so; a path segment that "
+                    "can be no job's id is the JSON error",
+                    "content": {
+                        "text/html": {"schema": {"type": "string"}},
+                        "application/json": {"schema": _ref("Error")},
+                    },
+                }
+            },
         ),
         ("get", "/ui/jobs/{job_id}/panel"): _fragment(
-            "The job page's live part", parameters=[_path("job_id", "the job's id", _JOB_ID)]
+            "The job page's live part",
+            parameters=[_path("job_id", "the job's id", _JOB_ID)],
+            more_responses={"404": _UNKNOWN_JOB},
         ),
         ("get", "/ui/failures"): _page("Failed jobs grouped by last error, with Retry"),
         ("get", "/ui/fragments/failures"): _fragment("The failures page's groups"),
