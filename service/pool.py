@@ -5,6 +5,13 @@ make work ready (an enqueue, a requeue, an interruption, or a retry's delay
 running out), so a waiting job starts within one loop iteration, and an idle
 pool costs nothing. A failed attempt schedules its retry on a timer and frees
 its worker at once.
+
+Batched claims. A worker claims for itself and for every parked worker in
+one `claim_ready` (one query, one commit), and hands the extra jobs to the
+parked ones. On a store whose writes share commits (`batches_commits`), a
+worker sends its next claim together with its outcome, so both ride one
+commit instead of one commit each. A job claimed but not yet run when the pool
+stops is recorded `interrupted` (reason "shutdown"), like a cut-off attempt.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from domain.errors import VersionConflict
 from domain.events import Event
 from domain.processor import Attempt, Processor
 from domain.projection import JobView
-from domain.states import EventType
+from domain.states import ATTEMPT_OUTCOMES, EventType
 from domain.text import describe_error
 from service.clock import now_ms
 from service.store.base import EventStore, SharedStore
@@ -53,6 +60,9 @@ class WorkerPool:
         self._backoff = backoff
         self._rng = rng if rng is not None else random.Random()
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._parked = 0  # workers waiting in _wait_for_work
+        self._missed_wake = False  # work was made ready while no worker was parked
+        self._claimed: deque[JobView] = deque()  # claimed (recorded `started`) for a worker, not yet run
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._stop = asyncio.Event()  # set once stop() begins
@@ -83,6 +93,8 @@ class WorkerPool:
 
         `force` (set by a second signal) ends the wait early.
         """
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         self._stop_deadline = time.monotonic() + timeout_s
         self._stop.set()
         for timer in self._timers:
@@ -106,10 +118,14 @@ class WorkerPool:
         # no asyncio.shield, which cost a Task per job (docs/PERFORMANCE.md).
         interrupted = list(self._in_processor)
         if interrupted:
+            forced = force is not None and force.is_set()
             log.warning(
-                "%d attempts still running after %.1f s; interrupting them",
+                "%d attempts still running %.1f s into the shutdown (%s); interrupting them",
                 len(interrupted),
-                timeout_s,
+                loop.time() - began,
+                "a second signal forced the stop"
+                if forced
+                else f"SHUTDOWN_TIMEOUT of {timeout_s:g} s reached",
                 extra={"action": "pool_interrupt"},
             )
             for task in interrupted:
@@ -216,6 +232,7 @@ class WorkerPool:
             if not fut.done():
                 fut.set_result(None)
                 return
+        self._missed_wake = True  # every worker is busy or claiming: the next to park claims again
 
     def _wake_at(self, due_ms: int) -> None:
         if self._stop.is_set():
@@ -232,6 +249,9 @@ class WorkerPool:
         self._timers.add(timer)
 
     async def _wait_for_work(self) -> None:
+        if self._missed_wake:  # something became ready while this worker was claiming
+            self._missed_wake = False
+            return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._idle.append(fut)
@@ -246,43 +266,66 @@ class WorkerPool:
             until_due = max(0.0, (due - now_ms()) / 1000)
             timeout = until_due if timeout is None else min(timeout, until_due)
         handle = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
+        self._parked += 1
         try:
             await fut
         finally:
+            self._parked -= 1
             if handle is not None:
                 handle.cancel()
 
     # -- working -----------------------------------------------------------
 
     async def _work(self) -> None:
+        claimed = self._claimed
         probes = 0  # failed claims in a row while the store is unavailable
-        while not self._stop.is_set():
-            try:
-                view = await self._store.claim_ready(at_ms=now_ms())
-                probes = 0
-                if view is None:
-                    await self._wait_for_work()
-                    continue
-            except StoreUnavailable:
-                probes += 1  # stop claiming: each claim is now a probe, ever less often
-                await self._wait_for_store(probes)
-                continue
-            except Exception:
-                log.exception("claiming a job failed", extra={"action": "claim_error"})
-                await asyncio.sleep(1)  # a failing store: don't spin
-                continue
-            if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
-                await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
-                break
-            self.busy += 1
-            self._running.add(view.id)
-            try:
-                await self._attempt(view)
-            except Exception:
-                log.exception("recording the outcome of %r failed", view.id, extra={"action": "record_error"})
-            finally:
-                self._running.discard(view.id)
-                self.busy -= 1
+        try:
+            while not self._stop.is_set():
+                if claimed:
+                    view = claimed.popleft()
+                else:
+                    try:
+                        # One claim for this worker and every parked one (one query, one commit).
+                        views = await self._store.claim_ready(at_ms=now_ms(), limit=1 + self._parked)
+                        probes = 0
+                        if not views:
+                            await self._wait_for_work()
+                            continue
+                    except StoreUnavailable:
+                        probes += 1  # stop claiming: each claim is now a probe, ever less often
+                        await self._wait_for_store(probes)
+                        continue
+                    except Exception:
+                        log.exception("claiming a job failed", extra={"action": "claim_error"})
+                        await asyncio.sleep(1)  # a failing store: don't spin
+                        continue
+                    view = views[0]
+                    for extra in views[1:]:
+                        claimed.append(extra)
+                        self._wake_one()
+                if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
+                    claimed.appendleft(view)
+                    break
+                self.busy += 1
+                self._running.add(view.id)
+                try:
+                    await self._attempt(view)
+                except Exception:
+                    log.exception(
+                        "recording the outcome of %r failed", view.id, extra={"action": "record_error"}
+                    )
+                finally:
+                    self._running.discard(view.id)
+                    self.busy -= 1
+        finally:
+            if self._stop.is_set():  # otherwise the jobs stay claimed for the other workers
+                await self._release_claimed()
+
+    async def _release_claimed(self) -> None:
+        """Jobs claimed for workers that will not run them now: `interrupted`, so they run again."""
+        while self._claimed:
+            view = self._claimed.popleft()
+            await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
 
     async def _attempt(self, view: JobView) -> None:
         attempt = Attempt(view.id, view.payload, view.attempts, view.max_retries)
@@ -324,7 +367,10 @@ class WorkerPool:
         probes = 0
         while True:
             try:
-                await self._store.append(event)  # never cancelled: see stop()
+                if self._store.batches_commits and event.type in ATTEMPT_OUTCOMES and not self._stop.is_set():
+                    await self._record_and_claim(event)
+                else:
+                    await self._store.append(event)  # never cancelled: see stop()
             except VersionConflict:
                 log.warning(
                     "outcome of attempt %s of %r dropped: the job moved on (lease lost?)",
@@ -350,6 +396,18 @@ class WorkerPool:
             if self._stop.is_set():
                 self.recorded_while_draining.append(event)
             return
+
+    async def _record_and_claim(self, event: Event) -> None:
+        """Send the outcome and this worker's next claim together: both ride one commit."""
+        appended, claimed = await asyncio.gather(
+            self._store.append(event), self._store.claim_ready(at_ms=now_ms()), return_exceptions=True
+        )
+        if isinstance(claimed, list):
+            self._claimed.extend(claimed)  # this worker's next job: _work takes it first
+        elif not isinstance(claimed, StoreUnavailable):  # an outage is the health record's to log
+            log.error("claiming a job failed", exc_info=claimed, extra={"action": "claim_error"})
+        if isinstance(appended, BaseException):
+            raise appended
 
     async def _wait_for_store(self, probes: int) -> None:
         """Back off before probe number `probes + 1` of an unavailable store (faults.PROBE_BACKOFF);
