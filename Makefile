@@ -87,7 +87,8 @@ clean:
 ## missing; sizes via BENCH_* variables, see bench/README.md), then every store
 ## (bench/stores.py), then jobs admitted/s by POST /enqueue/batch on every store
 ## (bench/batch.py), then the event-stream fan-out (bench/stream_fanout.py), then the
-## cost of 10 open dashboards to the engine (bench/dashboards.py).
+## cost of 10 open dashboards to the engine (bench/dashboards.py), then /healthz and
+## /enqueue under 2,000 slowloris connections (bench/slowloris.py).
 bench: install
 	$(BIN)/python -m bench.run
 	bash .ci/start-postgres
@@ -96,3 +97,4 @@ bench: install
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/stream_fanout.py
 	$(BIN)/python bench/dashboards.py
+	$(BIN)/python bench/slowloris.py

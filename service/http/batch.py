@@ -16,8 +16,9 @@ from sanic import Blueprint, HTTPResponse, Request, json
 
 from domain.errors import KaspError
 from service.engine import Draining
-from service.http.enqueue import ID_PATTERN, decode_body, json_type, parse_job
+from service.http.enqueue import ID_PATTERN, json_type, parse_job
 from service.http.errors import InvalidRequest, PayloadTooLarge, describe
+from service.http.json_body import decode_object
 from service.parts import parts_of
 
 bp = Blueprint("enqueue_batch")
@@ -36,7 +37,7 @@ async def enqueue_batch(request: Request) -> HTTPResponse:
     limit = parts.config.max_body_bytes
     if len(request.body) > limit:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
-    items = parse_batch(decode_body(request.body))
+    items = parse_batch(decode_object(request.body))
     results: list[dict[str, Any]] = [{}] * len(items)
     jobs: list[tuple[str, str, int]] = []
     places: list[int] = []  # the index in `items` of each entry of `jobs`

@@ -12,6 +12,7 @@ from domain.errors import QueueFull
 from domain.states import JobState
 from service.engine import Draining
 from service.http.errors import JSON, InvalidRequest, PayloadTooLarge, render_constant
+from service.http.json_body import check_text, decode_object
 from service.parts import parts_of
 
 bp = Blueprint("enqueue")
@@ -32,7 +33,7 @@ async def enqueue(request: Request) -> HTTPResponse:
     limit = parts.config.max_body_bytes
     if len(request.body) > limit:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
-    job_id, payload, max_retries = parse_job(decode_body(request.body))
+    job_id, payload, max_retries = parse_job(decode_object(request.body))
     try:
         view, created = await engine.enqueue(job_id, payload, max_retries)
     except QueueFull as exc:
@@ -51,31 +52,10 @@ async def enqueue(request: Request) -> HTTPResponse:
     return HTTPResponse(body, status=200, content_type=JSON)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# Built once: `json.loads(body, parse_constant=...)` builds a new decoder on
-# every call, ~2% of a POST /enqueue in the profile (docs/PERFORMANCE.md).
-_DECODER = stdlib_json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def decode_body(body: bytes) -> dict[str, Any]:
-    """The body's JSON object, or InvalidRequest (`invalid_json`) saying what is wrong."""
-    if not body:
-        raise InvalidRequest("the body is empty; expected a JSON object", code="invalid_json")
-    try:
-        doc = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(doc, dict):
-        raise InvalidRequest(f"the body must be a JSON object, got {type(doc).__name__}", code="invalid_json")
-    return doc
-
-
 def parse_job(doc: dict[str, Any]) -> tuple[str, str, int]:
     """The job a decoded /enqueue body (or one job of a batch) asks for, or InvalidRequest
     naming the field at fault."""
+    check_text(doc)
     job_id = doc.get("id")
     if job_id is None:
         raise InvalidRequest("id is required", field="id")
