@@ -18,7 +18,7 @@ from domain.errors import KaspError
 from service.engine import Draining
 from service.http.enqueue import ID_PATTERN, json_type, parse_job
 from service.http.errors import InvalidRequest, PayloadTooLarge, describe
-from service.http.json_body import decode_object
+from service.http.json_body import decode_object, may_hold_lone_surrogates
 from service.parts import parts_of
 
 bp = Blueprint("enqueue_batch")
@@ -38,12 +38,13 @@ async def enqueue_batch(request: Request) -> HTTPResponse:
     if len(request.body) > limit:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
     items = parse_batch(decode_object(request.body))
+    escaped = may_hold_lone_surrogates(request.body)
     results: list[dict[str, Any]] = [{}] * len(items)
     jobs: list[tuple[str, str, int]] = []
     places: list[int] = []  # the index in `items` of each entry of `jobs`
     for i, item in enumerate(items):
         try:
-            jobs.append(parse_item(item))
+            jobs.append(parse_item(item, escaped=escaped))
             places.append(i)
         except InvalidRequest as exc:
             results[i] = refused(id_of(item), exc)
@@ -79,11 +80,11 @@ def parse_batch(doc: dict[str, Any]) -> list[Any]:
     return items
 
 
-def parse_item(item: Any) -> tuple[str, str, int]:
+def parse_item(item: Any, *, escaped: bool) -> tuple[str, str, int]:
     """One job of the batch, exactly as POST /enqueue parses a body that holds it."""
     if not isinstance(item, dict):
         raise InvalidRequest(f"a job must be a JSON object, got {json_type(item)}", code="invalid_json")
-    return parse_job(item)
+    return parse_job(item, escaped=escaped)
 
 
 def id_of(item: Any) -> str | None:

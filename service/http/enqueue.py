@@ -12,7 +12,7 @@ from domain.errors import QueueFull
 from domain.states import JobState
 from service.engine import Draining
 from service.http.errors import JSON, InvalidRequest, PayloadTooLarge, render_constant
-from service.http.json_body import check_text, decode_object
+from service.http.json_body import check_text, decode_object, may_hold_lone_surrogates
 from service.parts import parts_of
 
 bp = Blueprint("enqueue")
@@ -33,7 +33,8 @@ async def enqueue(request: Request) -> HTTPResponse:
     limit = parts.config.max_body_bytes
     if len(request.body) > limit:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
-    job_id, payload, max_retries = parse_job(decode_object(request.body))
+    body = request.body
+    job_id, payload, max_retries = parse_job(decode_object(body), escaped=may_hold_lone_surrogates(body))
     try:
         view, created = await engine.enqueue(job_id, payload, max_retries)
     except QueueFull as exc:
@@ -52,10 +53,12 @@ async def enqueue(request: Request) -> HTTPResponse:
     return HTTPResponse(body, status=200, content_type=JSON)
 
 
-def parse_job(doc: dict[str, Any]) -> tuple[str, str, int]:
+def parse_job(doc: dict[str, Any], *, escaped: bool = True) -> tuple[str, str, int]:
     """The job a decoded /enqueue body (or one job of a batch) asks for, or InvalidRequest
-    naming the field at fault."""
-    check_text(doc)
+    naming the field at fault. `escaped=False`: the body held no `\\u` escape, so no string
+    in `doc` can hold a lone surrogate (json_body.may_hold_lone_surrogates)."""
+    if escaped:
+        check_text(doc)
     job_id = doc.get("id")
     if job_id is None:
         raise InvalidRequest("id is required", field="id")

@@ -227,3 +227,19 @@ def test_a_batch_while_shutting_down_is_a_503_and_writes_nothing(make_server: Ma
     drain.result(10)
     assert client.get("/jobs/late").status_code == 404
     assert "late" not in enqueued_ids(client)
+
+
+def test_a_lone_surrogate_refuses_only_its_job(client: httpx.Client) -> None:
+    body = b'{"jobs": [{"id": "ok", "payload": "fine"}, {"id": "bad", "payload": "x\\ud800y"}]}'
+    response = client.post("/enqueue/batch", content=body, headers={"content-type": "application/json"})
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [202, 400]
+    assert (results[1]["id"], results[1]["error"], results[1]["field"]) == ("bad", "invalid_text", "payload")
+    assert enqueued_ids(client) == ["ok"]
+
+
+def test_a_batch_nested_too_deep_is_refused_whole(client: httpx.Client) -> None:
+    deep = b'{"jobs": [{"id": "a", "payload": "p", "x": ' + b"[" * 40 + b"]" * 40 + b"}]}"
+    response = client.post("/enqueue/batch", content=deep, headers={"content-type": "application/json"})
+    assert_error(response, 400, "invalid_json")
+    assert event_count(client) == 0
