@@ -105,7 +105,8 @@ async def table_counters(dsn: str) -> tuple[int, int | None]:
             )
             if os.environ.get("BENCH_STATEMENTS"):  # where the server's time goes, statement by statement
                 for row in await conn.fetch(
-                    "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 70) AS q"
+                    "SELECT calls, total_exec_time, rows,"
+                    " left(regexp_replace(query, '\\s+', ' ', 'g'), 70) AS q"
                     " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
                     " WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT 8"
                 ):

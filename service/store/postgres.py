@@ -74,7 +74,7 @@ from service.store.base import EventListener, JobPage, RemoteListener, StoreStat
 from service.store.core import Batch, GroupCommit, Listeners
 from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
 from service.store.queries import Queries
-from service.store.rows import CHANGE_COLUMNS, EVENT_COLUMNS, JOB_COLUMNS, Rows, event_from_row, event_row
+from service.store.rows import EVENT_COLUMNS, JOB_COLUMNS, Rows, event_from_row, event_row
 
 log = logging.getLogger("kasp.store.postgres")
 
@@ -96,7 +96,7 @@ CHANNEL = "kasp_events"
 MIGRATIONS: tuple[str, ...] = (Q.schema_1, Q.schema_2, Q.schema_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-#: kasp_log's per-state columns, in write_batch's parameter order ($38..$42).
+#: kasp_log's per-state columns, in write_batch's parameter order ($44..$48).
 _STATE_COLUMNS = ("queued", "running", "done", "failed", "cancelled")
 
 
@@ -156,19 +156,19 @@ class _Tx:
 
     async def _write(self, batch: Batch) -> tuple[int, int]:
         """write_batch: the events (numbered by the statement from the head it locks), the new
-        jobs' rows, the changed jobs' changed columns and the head, in one round trip."""
+        jobs' rows (a plain INSERT), the changed jobs' rows and the head, in one round trip."""
         owner = self.store.instance_id
         created, changed = [], []
         for v in batch.changed.values():
             if batch.created(v.id):
                 created.append(ROWS.view_row(v))
             else:
-                changed.append((*ROWS.change_row(v), owner if v.state is JobState.RUNNING else None))
+                changed.append((*ROWS.view_row(v), owner if v.state is JobState.RUNNING else None))
         last_seq, finished = await self.conn.fetchrow(
             Q.write_batch,
             *_columns([event_row(e)[1:] for e in batch.events], len(EVENT_COLUMNS) - 1),
             *_columns(created, len(JOB_COLUMNS)),
-            *_columns(changed, len(CHANGE_COLUMNS) + 1),
+            *_columns(changed, len(JOB_COLUMNS) + 1),
             self.store.lease_ms,
             len(batch.events),
             *(batch.states[s] for s in _STATE_COLUMNS),

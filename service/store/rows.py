@@ -41,21 +41,6 @@ JOB_COLUMNS = (
     "timeout_ms",
     "result",
 )
-#: The kasp_jobs columns an event after `enqueued` can change (domain/projection.apply keeps
-#: payload, max_retries, created_at_ms, created_seq, priority and timeout_ms from the enqueue),
-#: in the order of `Rows.change_row`: what an UPDATE of a changed job writes.
-CHANGE_COLUMNS = (
-    "id",
-    "state",
-    "attempts",
-    "budget_used",
-    "last_error",
-    "updated_at_ms",
-    "next_attempt_at_ms",
-    "version",
-    "ready_at_ms",
-    "result",
-)
 EVENT_COLUMNS = ("seq", "job_id", "version", "type", "at_ms", "from_state", "to_state", "attempt", "data")
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -92,21 +77,6 @@ class Rows:
             ready_at_ms(view),
             view.priority,
             view.timeout_ms,
-            _dumps(view.result) if view.result is not None else None,  # JSON: NUL is escaped
-        )
-
-    def change_row(self, view: JobView) -> tuple[Any, ...]:
-        """`view`'s CHANGE_COLUMNS: the row of a job that exists already, without what cannot change."""
-        return (
-            view.id,
-            view.state.value,
-            view.attempts,
-            view.budget_used,
-            self._encode(view.last_error) if view.last_error is not None else None,
-            view.updated_at_ms,
-            view.next_attempt_at_ms,
-            view.version,
-            ready_at_ms(view),
             _dumps(view.result) if view.result is not None else None,  # JSON: NUL is escaped
         )
 

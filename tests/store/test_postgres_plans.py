@@ -24,10 +24,7 @@ HOT = {
     "evictable": "kasp_jobs_finished",
     "any_expired": "kasp_jobs_state",  # running jobs are a few per worker: their state's entries
     "expired": "kasp_jobs_state",
-    "write_batch": "kasp_jobs_pkey",  # changed jobs are updated by id, never by a join over the table
 }
-#: write_batch's arrays (events, new jobs, changed jobs) empty; lease ms, then counts of 0
-WRITE_ARGS = (*([[]] * 35), 10_000, 0, 0, 0, 0, 0, 0)
 
 
 def test_claims_and_counts_use_their_index_before_and_after_analyze(fresh_pg: str) -> None:
@@ -57,7 +54,6 @@ def test_claims_and_counts_use_their_index_before_and_after_analyze(fresh_pg: st
                     "lock_log_counting_delayed": (now_ms(),),
                     "evictable": (100,),
                     "expired": (100,),
-                    "write_batch": WRITE_ARGS,
                 }
                 return {
                     name: "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + Q[name], *args.get(name, ())))
