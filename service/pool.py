@@ -30,11 +30,16 @@ from domain.events import Event
 from domain.processor import Attempt, Processor
 from domain.projection import JobView
 from domain.states import ATTEMPT_OUTCOMES, EventType
+from domain.text import describe_error
 from service.clock import now_ms
 from service.store.base import EventStore, SharedStore
 from service.store.faults import PROBE_BACKOFF, StoreUnavailable
 
 log = logging.getLogger("kasp.pool")
+
+#: A worker that dies sooner than this after it started is replaced this much later, not at once:
+#: a guess, the same pause a failing claim takes before it tries again.
+REPLACE_BACKOFF_S = 1.0
 
 _WAKES_WORK = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
 
@@ -65,6 +70,10 @@ class WorkerPool:
         self._running: set[str] = set()  # ids of jobs whose attempt this pool runs
         self._in_processor: set[asyncio.Task[None]] = set()  # workers inside user code
         self._lease_task: asyncio.Task[None] | None = None
+        self._spawned = 0  # workers started so far, replacements included: names them
+        self._born: dict[asyncio.Task[None], float] = {}  # worker -> time.monotonic() it started
+        self._respawns: set[asyncio.TimerHandle] = set()
+        self._cut: dict[asyncio.Task[None], str] = {}  # worker -> why the pool cancelled its attempt
         self.busy = 0
         self.recorded_while_draining: list[Event] = []  #: outcomes recorded after stop() began
 
@@ -73,7 +82,8 @@ class WorkerPool:
     def start(self) -> None:
         self._store.add_listener(self._on_event)
         self._store.health.add_listener(self._on_store_health)
-        self._tasks = [asyncio.create_task(self._work(), name=f"kasp-worker-{i}") for i in range(self.size)]
+        for _ in range(self.size):
+            self._spawn_worker()
         if isinstance(self._store, SharedStore):
             self._store.add_remote_listener(self._on_remote_event)
             self._lease_task = asyncio.create_task(self._keep_leases(self._store), name="kasp-leases")
@@ -119,7 +129,7 @@ class WorkerPool:
                 extra={"action": "pool_interrupt"},
             )
             for task in interrupted:
-                task.cancel()
+                self._cut_attempt(task, "shutdown")
         still_running = [t for t in self._tasks if not t.done()]
         if still_running:
             await asyncio.wait(still_running, timeout=10)  # recording `interrupted` is quick
@@ -128,6 +138,56 @@ class WorkerPool:
             self._lease_task.cancel()
             await asyncio.wait([self._lease_task], timeout=10)
             self._lease_task = None
+
+    # -- supervision -------------------------------------------------------
+
+    @property
+    def live_workers(self) -> int:
+        """Worker tasks alive now: what /stats and /readyz report, not the configured size."""
+        return sum(1 for task in self._tasks if not task.done())
+
+    def worker_tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks)
+
+    def _spawn_worker(self) -> None:
+        self._spawned += 1
+        task = asyncio.create_task(self._work(), name=f"kasp-worker-{self._spawned}")
+        self._born[task] = time.monotonic()
+        task.add_done_callback(self._on_worker_done)
+        self._tasks.append(task)
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        """A worker only ends when stop() asks; any other end is logged and the worker replaced."""
+        lived_s = time.monotonic() - self._born.pop(task, 0.0)
+        error = None if task.cancelled() else task.exception()  # retrieved either way: no asyncio warning
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if self._stop.is_set():
+            return
+        log.error(
+            "worker %s ended unexpectedly (%s); replacing it",
+            task.get_name(),
+            "cancelled" if task.cancelled() else f"{type(error).__name__}: {error}" if error else "returned",
+            exc_info=error,
+            extra={"action": "worker_replaced"},
+        )
+        if lived_s >= REPLACE_BACKOFF_S:
+            self._spawn_worker()
+            return
+        # Died at once: something fails on every claim. Replace it, but not in a hot loop
+        # (`live_workers` and /readyz show the gap meanwhile).
+        handle = asyncio.get_running_loop().call_later(REPLACE_BACKOFF_S, self._respawn)
+        self._respawns.add(handle)
+
+    def _respawn(self) -> None:
+        self._respawns = {h for h in self._respawns if not h.cancelled()}
+        if not self._stop.is_set():
+            self._spawn_worker()
+
+    def _cut_attempt(self, worker: asyncio.Task[None], reason: str) -> None:
+        """The one way an attempt is cancelled: the pool records why before it cancels."""
+        self._cut[worker] = reason
+        worker.cancel()
 
     async def _keep_leases(self, store: SharedStore) -> None:
         """Renew this pool's leases and recover other instances' expired ones, every lease/3."""
@@ -275,16 +335,20 @@ class WorkerPool:
         self._in_processor.add(worker)
         try:
             await self._processor(attempt)
-        except asyncio.CancelledError:
+        except BaseException as exc:  # whatever a processor raises fails its attempt (SPEC Faults)
             self._in_processor.discard(worker)
-            event = job.interrupt(view, at_ms=now_ms(), reason="shutdown", duration_ms=_since(began))
-            await self._record(event)
-            raise
-        except Exception as exc:
+            if worker.cancelling():
+                # The worker itself is being cancelled (by stop(), or, against every rule,
+                # from outside): the attempt was cut off, it did not fail. A CancelledError
+                # the processor raised, or got from a task it awaited, cancels nothing.
+                reason = self._cut.pop(worker, "shutdown")
+                event = job.interrupt(view, at_ms=now_ms(), reason=reason, duration_ms=_since(began))
+                await self._record(event)
+                raise
             log.debug("attempt %d of %r failed: %r", view.attempts, view.id, exc)
             event = job.fail(
                 view,
-                error=str(exc) or type(exc).__name__,
+                error=describe_error(exc),
                 at_ms=now_ms(),
                 duration_ms=_since(began),
                 policy=self._backoff,
@@ -294,6 +358,7 @@ class WorkerPool:
             event = job.succeed(view, at_ms=now_ms(), duration_ms=_since(began))
         finally:
             self._in_processor.discard(worker)
+            self._cut.pop(worker, None)
         await self._record(event)
 
     async def _record(self, event: Event) -> None:
