@@ -22,14 +22,11 @@ from typing import Any
 import uvloop
 
 from bench.baselines.shared_machine import BareQueue
-from domain.backoff import Backoff
 from domain.events import Event
 from domain.processor import Attempt, Processor, SimulatedProcessor
 from domain.states import EventType
-from service.clock import now_ms
-from service.engine import Engine
-from service.pool import WorkerPool
-from service.store.memory import MemoryStore
+from service.config import Config
+from service.parts import Parts, build_parts
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _FINISHING = frozenset({EventType.SUCCEEDED, EventType.FAILED})
@@ -101,19 +98,18 @@ def noop_processor() -> Processor:
     return SimulatedProcessor(min_ms=0, max_ms=0, error_rate=0)
 
 
-def kasp_parts(
-    *, retain: int, capacity: int, workers: int, processor: Processor
-) -> tuple[MemoryStore, Engine, WorkerPool]:
-    store = MemoryStore(retain_finished=retain)
-    engine = Engine(store, capacity=capacity, clock=now_ms)
-    pool = WorkerPool(store, processor, size=workers, backoff=Backoff(100, 10_000))
-    return store, engine, pool
+async def kasp_parts(*, retain: int, capacity: int, workers: int, processor: Processor) -> Parts:
+    """kasp as the service builds it (service/parts.py: store, engine, pool, and the feed and
+    metrics listening to the store), on the memory store, with the service's other defaults."""
+    config = Config(store="memory", retain_finished=retain, queue_size=capacity, workers=workers)
+    return await build_parts(config, processor=processor)
 
 
 async def feed_kasp(feeder: Feeder, *, retain: int, workers: int) -> None:
-    store, engine, pool = kasp_parts(
+    parts = await kasp_parts(
         retain=retain, capacity=feeder.n + 1, workers=workers, processor=noop_processor()
     )
+    store, engine, pool = parts.store, parts.engine, parts.pool
 
     def count(event: Event) -> None:
         if event.type in _FINISHING:
@@ -175,9 +171,10 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
             samples[finished] = rss_bytes()
 
     # One store for warm-up and run, so the per-job figure excludes start-up costs.
-    store, eng, pool = kasp_parts(
+    parts = await kasp_parts(
         retain=args.retain, capacity=args.jobs + 2_000, workers=args.workers, processor=noop_processor()
     )
+    store, eng, pool = parts.store, parts.engine, parts.pool
     current = [warm]
 
     def count(event: Event) -> None:
@@ -244,7 +241,8 @@ async def utilisation(args: argparse.Namespace) -> dict[str, Any]:
     """Completed attempts/s ÷ (WORKERS ÷ mean work time), measured while a backlog waits."""
     backlog = args.backlog_per_worker * args.workers
     work = TimedWork(min_ms=args.work_min_ms, max_ms=args.work_max_ms, error_rate=args.error_rate)
-    store, eng, pool = kasp_parts(retain=10**9, capacity=backlog + 1, workers=args.workers, processor=work)
+    parts = await kasp_parts(retain=10**9, capacity=backlog + 1, workers=args.workers, processor=work)
+    store, eng, pool = parts.store, parts.engine, parts.pool
     for i in range(backlog):
         await eng.enqueue(f"job-{i}", payload_for(i), args.max_retries)
     began = time.monotonic()

@@ -8,6 +8,7 @@ from domain import job
 from domain.errors import JobConflict, UnknownJob, VersionConflict
 from domain.projection import JobView
 from service.store.base import EventStore
+from service.store.core import same_request
 
 MAX_VERSION_RETRIES = 5  # a guess: a job changes a few times a second at most
 
@@ -29,7 +30,7 @@ class Engine:
             raise Draining()
         event = job.enqueue(job_id, payload, max_retries, at_ms=self._clock())
         view, created = await self._store.enqueue(event, capacity=self._capacity)
-        if not created and (view.payload, view.max_retries) != (payload, max_retries):
+        if not created and not same_request(view, event):
             raise JobConflict(job_id)
         return view, created
 

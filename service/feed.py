@@ -21,7 +21,7 @@ from domain.events import Event
 from service.stream_pages import PageCache
 
 FORMAT_CACHE_BYTES = 4 * 1024 * 1024  # a guess: a few pages of recent messages, shared by all subscribers
-CLOSE_FLUSH_S = 1.0  # a guess: at shutdown, time a stream gets to send what it has not yet sent
+CLOSE_GRACE_S = 0.2  # a guess: one store read or one scheduled step of a stream, on a busy machine
 
 
 @dataclass(eq=False, slots=True)
@@ -56,6 +56,7 @@ class EventFeed:
         self._closed: asyncio.Future[None] = self._loop.create_future()  #: resolved by close()
         self.last_seq = 0  #: the last seq this instance committed (its listener's last event)
         self.pages = PageCache(self.format)  #: store reads shared by streams at the same cursor
+        self._all_ended: asyncio.Future[None] | None = None  #: resolved when closing leaves no stream
 
     # -- the store listener: on the append path, so O(1) and allocation-free mostly
 
@@ -97,13 +98,20 @@ class EventFeed:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
+        ended = self._all_ended
+        if not self.subscriptions and ended is not None and not ended.done():
+            ended.set_result(None)
 
     def format(self, event: Event) -> bytes:
         """The SSE message of one event, built once however many subscribers send it."""
         message = self._formatted.get(event.seq)
         if message is None:
             data = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
-            message = f"id: {event.seq}\nevent: {event.type.value}\ndata: {data}\n\n".encode()
+            # backslashreplace: a lone surrogate (refused at input, escaped in error texts) could
+            # still only come out as its JSON escape, never as an exception that stops every reader
+            message = f"id: {event.seq}\nevent: {event.type.value}\ndata: {data}\n\n".encode(
+                "utf-8", "backslashreplace"
+            )
             if len(message) <= FORMAT_CACHE_BYTES:
                 cache = self._formatted
                 self._formatted_bytes += len(message)
@@ -115,20 +123,30 @@ class EventFeed:
 
     # -- shutdown ----------------------------------------------------------
 
-    def close(self) -> None:
-        """Tell every stream to send what it has not yet sent and end, within CLOSE_FLUSH_S.
+    async def close(self, *, flush_until: float) -> None:
+        """Tell every stream to send what it has not yet sent and end by `flush_until` (loop
+        time), and wait until they have: a stream still open when Sanic closes the server
+        would hold the exit for GRACEFUL_SHUTDOWN_TIMEOUT (notes §5).
 
         Called once the pool has stopped, so the drain's own events (outcomes,
-        `interrupted`) still reach subscribers that keep up."""
+        `interrupted`) still reach subscribers that keep up. A subscriber that does not
+        take its data by then is dropped (service/http/stream.py `_abandon`)."""
         self.closing = True
-        self.close_deadline = self._loop.time() + CLOSE_FLUSH_S
+        self.close_deadline = flush_until
         self._fire()
         if not self._closed.done():
             self._closed.set_result(None)
         for subscription in self.subscriptions:
             deadline = subscription.send_deadline
-            if deadline is not None and (deadline.when() or 0) > self.close_deadline:
-                deadline.reschedule(self.close_deadline)
+            if deadline is not None and (deadline.when() or 0) > flush_until:
+                deadline.reschedule(flush_until)
+        if not self.subscriptions:
+            return
+        self._all_ended = self._loop.create_future()
+        # A stream notices the deadline at its next step (a send times out at it; a read
+        # returns): CLOSE_GRACE_S covers that last step.
+        timeout = max(0.0, flush_until - self._loop.time()) + CLOSE_GRACE_S
+        await asyncio.wait((self._all_ended,), timeout=timeout)
 
     def send_deadline(self, timeout_s: float) -> float:
         """Loop time by which a send started now must be done."""

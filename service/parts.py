@@ -17,6 +17,7 @@ from domain.backoff import Backoff
 from domain.processor import Processor
 from service.clock import now_ms
 from service.config import Config
+from service.connections import ConnectionGate, connection_cap
 from service.engine import Engine
 from service.feed import EventFeed
 from service.metrics import Metrics
@@ -37,6 +38,7 @@ class Parts:
     pool: WorkerPool
     feed: EventFeed
     metrics: Metrics
+    gate: ConnectionGate
 
 
 async def build_parts(config: Config, *, processor: Processor | None = None) -> Parts:
@@ -58,7 +60,8 @@ async def build_parts(config: Config, *, processor: Processor | None = None) -> 
         size=config.workers,
         backoff=Backoff(config.backoff_base_ms, config.backoff_max_ms),
     )
-    return Parts(config=config, store=store, engine=engine, pool=pool, feed=feed, metrics=metrics)
+    gate = ConnectionGate(cap=connection_cap(config.max_connections), deadline_s=config.request_deadline)
+    return Parts(config=config, store=store, engine=engine, pool=pool, feed=feed, metrics=metrics, gate=gate)
 
 
 def parts_of(source: Request | App) -> Parts:

@@ -31,17 +31,19 @@ CHUNK_BYTES = 64 * 1024
 # streams that fall further behind read the store themselves, as every stream did before.
 CACHED_PAGES = 16
 # The sends a page keeps for the streams after the first: a second of a busy log (~300 events
-# of ~270 B in bench/dashboards.py) and room to spare. So the cache holds at most 4 MiB of
-# sends, as much as the feed's message cache, and a page of large payloads keeps none.
+# of ~270 B in bench/dashboards.py) and room to spare. A page whose sends do not fit leaves the
+# cache: so it holds at most 4 MiB of sends (as much as the feed's message cache) and the events
+# behind them, and a page of large payloads is never kept.
 PAGE_KEPT_BYTES = 4 * CHUNK_BYTES
 
 
 class Page:
     """One store read: its events, and the first sends built from them (up to PAGE_KEPT_BYTES)."""
 
-    __slots__ = ("events", "kept_bytes", "sends")
+    __slots__ = ("after", "events", "kept_bytes", "sends")
 
-    def __init__(self, events: list[Event]) -> None:
+    def __init__(self, after: int, events: list[Event]) -> None:
+        self.after = after
         self.events = events
         #: (first event index, end index, bytes, last seq carried), contiguous from index 0
         self.sends: list[tuple[int, int, bytes, int]] = []
@@ -80,7 +82,8 @@ class PageCache:
         while len(self._pages) > CACHED_PAGES:
             del self._pages[next(iter(self._pages))]
         try:
-            page = Page(await store.read_events(after=after, limit=PAGE_EVENTS, job_id=None, type=None))
+            events = await store.read_events(after=after, limit=PAGE_EVENTS, job_id=None, type=None)
+            page = Page(after, events)
         except BaseException:
             self._drop(after, shared)
             shared.cancel()  # the waiting streams read for themselves (and meet the error themselves)
@@ -113,6 +116,12 @@ class PageCache:
                 if contiguous and self._keep(page, len(chunk)):
                     kept.append((start, at, chunk, last_seq))
                     index += 1
+                elif contiguous:
+                    # Too large to keep: later readers read the store themselves, and the
+                    # cache never holds the events (with their payloads) of a large page.
+                    shared = self._pages.get(page.after)
+                    if shared is not None and shared.done() and shared.result() is page:
+                        del self._pages[page.after]
             yield chunk, last_seq
 
     def _build(self, events: list[Event], start: int) -> tuple[bytes, int, int]:

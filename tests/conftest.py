@@ -21,7 +21,7 @@ PG_ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped afterwards."""
-    from service.store.postgres import create_database, drop_database, dsn_for
+    from tests.support.postgres import create_database, drop_database, dsn_for
 
     name = f"kasp_test_{uuid.uuid4().hex[:12]}"
     try:
@@ -37,7 +37,7 @@ def pg_dsn() -> Iterator[str]:
 @pytest.fixture
 def fresh_pg(pg_dsn: str) -> str:
     """The run's database with kasp's schema removed: each test starts from an empty store."""
-    from service.store.postgres import drop_schema
+    from tests.support.postgres import drop_schema
 
     asyncio.run(drop_schema(pg_dsn))
     return pg_dsn
@@ -56,11 +56,17 @@ def store_url_for(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) ->
     return url
 
 
-@pytest.fixture
-def store_url() -> str:
-    """The STORE a test's server uses: memory, unless a folder's conftest runs its tests
-    once per store (tests/api and tests/durable do)."""
-    return "memory"
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    """The STORE a test's server uses: every test that talks to a store runs on each of
+    STORES. A test that cannot says why, in one line: `@one_store("why")`."""
+    return store_url_for(request, tmp_path)
+
+
+def one_store(reason: str) -> pytest.MarkDecorator:
+    """Run a test on the memory store only; `reason` says why it cannot run on the others."""
+    assert reason, "say why the test cannot run on every store"
+    return pytest.mark.parametrize("store_url", ["memory"], indirect=True)
 
 
 @pytest.fixture

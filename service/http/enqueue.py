@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json as stdlib_json
 import re
-from typing import Any
 
 from sanic import Blueprint, HTTPResponse, Request, json
 
 from domain.errors import QueueFull
 from service.engine import Draining
 from service.http.errors import InvalidRequest, PayloadTooLarge, render
+from service.http.json_body import check_text, decode_object
 from service.parts import parts_of
 
 bp = Blueprint("enqueue")
@@ -45,25 +45,10 @@ async def enqueue(request: Request) -> HTTPResponse:
     return json({"status": view.state.value, "id": view.id}, status=200)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# Built once: `json.loads(body, parse_constant=...)` builds a new decoder on
-# every call, ~2% of a POST /enqueue in the profile (docs/PERFORMANCE.md).
-_DECODER = stdlib_json.JSONDecoder(parse_constant=_reject_constant)
-
-
 def parse_job(body: bytes) -> tuple[str, str, int]:
     """The job fields of an /enqueue body, or InvalidRequest naming what is wrong."""
-    if not body:
-        raise InvalidRequest("the body is empty; expected a JSON object", code="invalid_json")
-    try:
-        doc = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(doc, dict):
-        raise InvalidRequest(f"the body must be a JSON object, got {type(doc).__name__}", code="invalid_json")
+    doc = decode_object(body)
+    check_text(doc)
 
     job_id = doc.get("id")
     if job_id is None:

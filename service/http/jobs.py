@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from sanic import Blueprint, HTTPResponse, Request, json
 
 from domain.errors import UnknownJob
 from domain.states import JobState
+from service.http.enqueue import ID_PATTERN
 from service.http.query import enum_param, int_param
 from service.parts import parts_of
 
@@ -15,8 +18,23 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 MAX_CURSOR = 10**18
 
+#: The path parameter type of every job route (`<job_id:job_id>`), registered on the app's
+#: router by service/app.py: one place decodes and checks a job id taken from a path.
+JOB_ID_PARAM = "job_id"
 
-@bp.get("/jobs/<job_id:str>")
+
+def job_id_from_path(segment: str) -> str:
+    """The job id in a path segment, percent-decoded exactly once (RFC 3986 §2.4: after the
+    path is split, so `%2F` is part of the segment), as `encodeURIComponent` sends it.
+    ValueError (the route does not match: 404) for what can be no job's id, which so never
+    reaches a store (a `%00` would otherwise be a NUL in a PostgreSQL query)."""
+    job_id = unquote(segment, errors="strict")
+    if not ID_PATTERN.fullmatch(job_id):
+        raise ValueError(f"not a job id: {segment!r}")
+    return job_id
+
+
+@bp.get("/jobs/<job_id:job_id>")
 async def get_job(request: Request, job_id: str) -> HTTPResponse:
     view = await parts_of(request).store.get_job(job_id)
     if view is None:
@@ -34,7 +52,7 @@ async def list_jobs(request: Request) -> HTTPResponse:
     return json({"jobs": [v.to_dict() for v in page.jobs], "next_cursor": next_cursor})
 
 
-@bp.get("/jobs/<job_id:str>/events")
+@bp.get("/jobs/<job_id:job_id>/events")
 async def job_events(request: Request, job_id: str) -> HTTPResponse:
     events = await parts_of(request).store.job_events(job_id)
     if events is None:
@@ -42,7 +60,7 @@ async def job_events(request: Request, job_id: str) -> HTTPResponse:
     return json({"events": [e.to_dict() for e in events]})
 
 
-@bp.post("/jobs/<job_id:str>/retry")
+@bp.post("/jobs/<job_id:job_id>/retry")
 async def retry_job(request: Request, job_id: str) -> HTTPResponse:
     view = await parts_of(request).engine.requeue(job_id)  # UnknownJob -> 404, InvalidTransition -> 409
     return json(

@@ -7,7 +7,8 @@ stream. Besides events it sends: a `: keepalive` comment after
 STREAM_HEARTBEAT seconds of silence; `event: gap` when events it would have
 sent are no longer retained; and a last message before it ends:
 `event: shutdown` when the service stops, `event: dropped` when the
-subscriber has not accepted data for STREAM_SEND_TIMEOUT seconds.
+subscriber has not accepted data for STREAM_SEND_TIMEOUT seconds, `event: end`
+when the stream is STREAM_MAX_AGE seconds old (if set).
 See docs/OBSERVABILITY.md.
 """
 
@@ -52,8 +53,13 @@ BATCH_MS_MIN = int(BATCH_S * 1000)
 BATCH_MS_MAX = 10_000
 RETRY_MS = 1000  # reconnect delay advertised to EventSource clients (a guess)
 DROP_FLUSH_S = 1.0  # how long a dropped stream's last message may wait to leave before the socket is aborted
+# At shutdown the stream already had its flush time (service/shutdown.py STREAM_FLUSH_S): a
+# subscriber that took nothing in it is aborted at once, so it never holds the exit.
+SHUTDOWN_DROP_FLUSH_S = 0.05
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of a live stream
 _SEQ_TEXT = re.compile(r"[0-9]{1,18}")
+#: The `event:` names of messages that are no event of the log (see the module docstring).
+CONTROL_MESSAGES = ("gap", "shutdown", "dropped", "end")
 
 
 @bp.get("/events/stream")
@@ -68,6 +74,7 @@ async def event_stream(request: Request) -> None:
         heartbeat_s=ctx.config.stream_heartbeat,
         send_timeout_s=ctx.config.stream_send_timeout,
         batch_s=batch_ms / 1000,
+        max_age_s=ctx.config.stream_max_age,
     )
     await stream.run(after)
 
@@ -103,6 +110,7 @@ class _Stream:
         heartbeat_s: float,
         send_timeout_s: float,
         batch_s: float,
+        max_age_s: float,
     ) -> None:
         self._request = request
         self._store = store
@@ -113,6 +121,7 @@ class _Stream:
         self._loop = asyncio.get_running_loop()
         self._response: HTTPResponse | None = None
         self._last_send = self._loop.time()
+        self._ends_at = self._loop.time() + max_age_s if max_age_s else float("inf")
 
     async def run(self, after: int) -> None:
         feed = self._feed
@@ -125,6 +134,14 @@ class _Stream:
             while True:
                 if feed.closing and self._loop.time() >= feed.close_deadline:
                     break  # out of flush time: end with what was sent
+                if self._loop.time() >= self._ends_at:
+                    ending = control_message(
+                        "end",
+                        message="this stream reached STREAM_MAX_AGE; reconnect to resume",
+                        last_seq=sub.cursor,
+                    )
+                    await self._send(sub, ending, end_stream=True)
+                    return
                 wake = feed.wake_future()  # before the read: see feed.wake_future
                 committed = feed.last_seq  # what this instance had committed when `wake` was taken
                 caught_up_at_close = feed.closing
@@ -160,7 +177,7 @@ class _Stream:
         """Sleep until a commit, the store's poll interval, or the heartbeat is due.
         False when the heartbeat found the subscriber stalled and dropped it."""
         heartbeat_at = self._last_send + self._heartbeat_s
-        timeout = heartbeat_at - self._loop.time()
+        timeout = min(heartbeat_at, self._ends_at) - self._loop.time()
         poll = self._feed.poll_interval_s
         if poll is not None:
             timeout = min(timeout, poll)
@@ -248,7 +265,8 @@ class _Stream:
             return
         transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(message), message))
         # Sanic's protocol closes gracefully and aborts if the buffer is still full after the timeout.
-        cast(SanicProtocol, transport.get_protocol()).close(timeout=DROP_FLUSH_S)
+        flush_s = SHUTDOWN_DROP_FLUSH_S if reason == "shutdown" else DROP_FLUSH_S
+        cast(SanicProtocol, transport.get_protocol()).close(timeout=flush_s)
 
     def _transport(self) -> asyncio.Transport | None:
         # Sanic types it as its own TransportProtocol; it is the asyncio (or uvloop) transport.

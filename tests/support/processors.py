@@ -2,15 +2,18 @@
 
 `scripted` reads its behaviour from the payload: comma-separated steps, one per
 attempt (attempt n uses step n, the last step repeats). A step is `ok`, `fail`,
-`sleep=<seconds>` (then succeed), `sleepfail=<seconds>` (then fail), or `gate=<name>`
-(succeed once the test sets `GATES[name]`, then set `PASSED[name]`; in-process servers only).
+`sleep=<seconds>` (then succeed), `sleepfail=<seconds>` (then fail), `gate=<name>`
+(succeed once the test sets `GATES[name]`, then set `PASSED[name]`; in-process servers only),
+or `raise=<name>`: raise one of RAISES (what a careless or hostile processor does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 from domain.processor import Attempt
 
@@ -22,10 +25,45 @@ class ScriptedFailure(Exception):
     pass
 
 
+class OddBaseException(BaseException):
+    """A BaseException subclass that is none of Python's own."""
+
+
+async def _awaits_a_cancelled_task() -> None:
+    """What a processor sees when a task it waits on is cancelled by someone else."""
+    other = asyncio.ensure_future(asyncio.sleep(3600))
+    asyncio.get_running_loop().call_soon(other.cancel)
+    await other
+
+
+def _raiser(exc: Callable[[], BaseException]) -> Callable[[], None]:
+    def run() -> None:
+        raise exc()
+
+    return run
+
+
+#: `raise=<name>` steps: each a way for a processor to end with something other than a result.
+RAISES: dict[str, Callable[[], object]] = {
+    "cancelled": _raiser(asyncio.CancelledError),
+    "awaited_cancelled": _awaits_a_cancelled_task,
+    "system_exit": _raiser(lambda: SystemExit(3)),
+    "keyboard_interrupt": _raiser(KeyboardInterrupt),
+    "generator_exit": _raiser(GeneratorExit),
+    "odd_base_exception": _raiser(lambda: OddBaseException("odd")),
+    "surrogate": _raiser(lambda: RuntimeError("cannot parse " + os.fsdecode(b"report-\xff.csv"))),
+}
+
+
 async def scripted(attempt: Attempt) -> None:
     steps = [s.strip() for s in attempt.payload.split(",")] if attempt.payload else ["ok"]
     step = steps[min(attempt.attempt, len(steps)) - 1]
     name, _, arg = step.partition("=")
+    if name == "raise":
+        result = RAISES[arg]()
+        if asyncio.iscoroutine(result):
+            await result
+        return
     if name in ("sleep", "sleepfail"):
         await asyncio.sleep(float(arg))
     if name == "gate":
@@ -37,3 +75,8 @@ async def scripted(attempt: Attempt) -> None:
 
 def not_async(attempt: Attempt) -> None:
     """A processor that is not async: PROCESSOR must refuse it."""
+
+
+async def fail_with_payload(attempt: Attempt) -> None:
+    """Every attempt fails with the payload as its error message (any text, U+0000 included)."""
+    raise ScriptedFailure(attempt.payload)
