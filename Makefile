@@ -85,13 +85,15 @@ clean:
 ## Benchmarks print figures, never pass/fail, and are not part of `test`.
 ## `bench`: kasp against its baselines (bench/run.py, wrk installed from Debian when
 ## missing; sizes via BENCH_* variables, see bench/README.md), then every store
-## (bench/stores.py), then the event-stream fan-out (bench/stream_fanout.py), then the
+## (bench/stores.py), then jobs admitted/s by POST /enqueue/batch on every store
+## (bench/batch.py), then the event-stream fan-out (bench/stream_fanout.py), then the
 ## cost of 10 open dashboards to the engine (bench/dashboards.py), then /healthz and
 ## /enqueue under 2,000 slowloris connections (bench/slowloris.py).
 bench: install
 	$(BIN)/python -m bench.run
 	bash .ci/start-postgres
 	$(BIN)/python bench/stores.py
+	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/stream_fanout.py
 	$(BIN)/python bench/dashboards.py

@@ -26,7 +26,7 @@ from service import config as config_module
 from service import inspector
 from service.config import Config, ConfigError
 from service.connections import raise_fd_limit
-from service.http import access, docs, drain, enqueue, events, health, jobs, stats, stream
+from service.http import access, batch, docs, drain, enqueue, events, health, jobs, stats, stream
 from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
 from service.http.protocol import KaspProtocol
@@ -101,7 +101,19 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     app.ctx.config = config
     app.ctx.ready = False
     app.router.register_pattern(jobs.JOB_ID_PARAM, jobs.job_id_from_path, r"[^/]+")
-    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes, dashboard, drain):
+    for module in (
+        enqueue,
+        batch,
+        jobs,
+        events,
+        health,
+        stats,
+        docs,
+        stream,
+        metrics_routes,
+        dashboard,
+        drain,
+    ):
         app.blueprint(module.bp)
     app.on_request(access.check)  # the one access decision for every route (service/http/access.py)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from domain import job
-from domain.errors import JobConflict, UnknownJob, VersionConflict
+from domain.errors import JobConflict, KaspError, UnknownJob, VersionConflict
 from domain.projection import JobView
 from service.store.base import EventStore
 from service.store.core import same_request
@@ -33,6 +33,29 @@ class Engine:
         if not created and not same_request(view, event):
             raise JobConflict(job_id)
         return view, created
+
+    async def enqueue_many(
+        self, jobs: Sequence[tuple[str, str, int]]
+    ) -> list[tuple[JobView, bool] | KaspError]:
+        """Each job judged exactly as `enqueue` judges one sent alone, in order (an id seen
+        earlier in `jobs` is a re-send of it), the accepted ones written in one commit. Per
+        job: (view, created), or the error `enqueue` would have raised (QueueFull, JobConflict)."""
+        if not self.accepting:
+            raise Draining()
+        at_ms = self._clock()
+        events = [job.enqueue(job_id, payload, retries, at_ms=at_ms) for job_id, payload, retries in jobs]
+        outcomes = await self._store.enqueue_many(events, capacity=self._capacity)
+        judged: list[tuple[JobView, bool] | KaspError] = []
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, KaspError):
+                judged.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome  # not a judgement about this job: the whole request fails
+            elif not outcome[1] and not same_request(outcome[0], event):
+                judged.append(JobConflict(event.job_id))
+            else:
+                judged.append(outcome)
+        return judged
 
     async def requeue(self, job_id: str) -> JobView:
         """Give a failed job a fresh budget; InvalidTransition unless it is failed."""

@@ -19,6 +19,7 @@ from domain.states import EventType, JobState
 from service.http import events as events_http
 from service.http import jobs as jobs_http
 from service.http.access import ACT, LOGIN, OPEN, READ, Access
+from service.http.batch import MAX_BATCH_JOBS
 from service.http.enqueue import ID_PATTERN, MAX_RETRIES_LIMIT
 from service.http.errors import RETRY_AFTER_DRAINING_S, RETRY_AFTER_FULL_S
 from service.http.stream import CONTROL_MESSAGES as STREAM_CONTROL_MESSAGES
@@ -74,6 +75,58 @@ SCHEMAS: dict[str, Schema] = {
                 "description": 'retries after the first attempt; `true`, `3.0` and `"3"` are refused',
             },
         },
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {
+            "jobs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH_JOBS,
+                "items": _ref("EnqueueRequest"),
+                "description": "each judged exactly as if sent alone to POST /enqueue, in this order; "
+                "an item that is not a valid job is refused in its result, not the whole batch",
+            }
+        },
+        "additionalProperties": False,
+    },
+    "BatchResults": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {"oneOf": [_ref("BatchAccepted"), _ref("BatchRefused")]},
+                "description": "one per job, in the order of `jobs`",
+            }
+        },
+        "additionalProperties": False,
+    },
+    "BatchAccepted": {
+        "type": "object",
+        "description": "a job POST /enqueue would have answered 202 (created) or 200 (a re-send)",
+        "required": ["id", "status", "state"],
+        "properties": {
+            "id": _JOB_ID,
+            "status": {"type": "integer", "enum": [202, 200]},
+            "state": {"type": "string", "enum": _STATES},
+        },
+        "additionalProperties": False,
+    },
+    "BatchRefused": {
+        "type": "object",
+        "description": "a job POST /enqueue would have refused, with the status and error it would have "
+        "answered; `id` is null when the job gave no valid id (or is not an object)",
+        "required": ["id", "status", "error", "message"],
+        "properties": {
+            "id": {**_JOB_ID, "nullable": True},
+            "status": {"type": "integer", "enum": [400, 409, 429]},
+            "error": {"type": "string", "example": "queue_full"},
+            "message": {"type": "string"},
+            "field": {"type": "string", "description": "the job's field at fault"},
+        },
+        "additionalProperties": False,
     },
     "JobStatus": {
         "type": "object",
@@ -348,6 +401,32 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "`shutting_down`: the service is shutting down (Retry-After "
                 f"{RETRY_AFTER_DRAINING_S}); or `store_unavailable`: the store cannot be reached or written "
                 f"now (Retry-After {RETRY_AFTER_STORE_S})",
+                {"Retry-After": _header("seconds", {"type": "integer", "example": RETRY_AFTER_DRAINING_S})},
+            ),
+        },
+    },
+    ("post", "/enqueue/batch"): {
+        "tags": ["jobs"],
+        "summary": "Admit up to 1,000 jobs at once",
+        "description": "Each job is judged exactly as if it had been sent alone to POST /enqueue, in "
+        "order (an id repeated later in the batch is a re-send of the earlier one: 200 if identical, "
+        "409 if not), and gets the status POST /enqueue would have answered in its result. The jobs "
+        "accepted are written together, in one commit. A refused job changes nothing; the others "
+        "are unaffected by it.",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
+        "responses": {
+            "200": _json("BatchResults", "every job judged: one result per job, in order"),
+            "400": _error(
+                f"not an object with exactly the key `jobs` holding 1..{MAX_BATCH_JOBS} items "
+                "(`field` names the culprit); nothing is written"
+            ),
+            "405": _error("any method but POST", {"Allow": _header("`POST`")}),
+            "413": _error("the body is larger than MAX_BODY_BYTES"),
+            "415": _error("a Content-Type other than JSON"),
+            "503": _error(
+                "`shutting_down`: the service is shutting down (Retry-After "
+                f"{RETRY_AFTER_DRAINING_S}); or `store_unavailable`: the store cannot be reached or written "
+                f"now (Retry-After {RETRY_AFTER_STORE_S}); nothing is written",
                 {"Retry-After": _header("seconds", {"type": "integer", "example": RETRY_AFTER_DRAINING_S})},
             ),
         },

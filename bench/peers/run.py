@@ -10,9 +10,9 @@ fresh database that this script creates and drops:
 4. `process`: the system's worker, its recommended settings, CONCURRENCY jobs at
    once, until all N are done.
 
-kasp runs twice: in process (kasp_burn.py: build_parts, Engine.enqueue, the
-WorkerPool) and over HTTP (a real kasp server started here, POST /enqueue from
-kasp_burn.py's client; its workers run from the first request, so its
+kasp runs twice: in process (kasp_burn.py: build_parts, Engine.enqueue_many, the
+WorkerPool) and over HTTP (a real kasp server started here, POST /enqueue/batch
+of 1,000 jobs a request from kasp_burn.py's client; its workers run from the first request, so its
 "processing" is the drain rate of what is left once the posting ends).
 
 The systems alternate (A B C D A B C D ...) for BENCH_PEERS_ROUNDS rounds, each

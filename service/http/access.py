@@ -150,8 +150,14 @@ def _check_json_body(request: Request) -> None:
     raise NotJson(f"a request body must be sent with Content-Type: application/json, got {got}")
 
 
-async def check(request: Request) -> HTTPResponse | None:
-    """The request middleware: decide access from the route's level, before any handler runs."""
+def check(request: Request) -> HTTPResponse | None:
+    """The request middleware: decide access from the route's level, before any handler runs.
+
+    Synchronous, and a token is looked for only when one is configured: this runs on
+    every request, and the coroutine plus the cookie parsing of an unconditional
+    `role_of(presented_token(...))` were ~7% of a POST /enqueue in the profile
+    (docs/PERFORMANCE.md, Issue 12). The decisions are those of `may_read`/`may_act`.
+    """
     level = level_of(request)
     if level is None or level is OPEN:
         return None
@@ -159,17 +165,18 @@ async def check(request: Request) -> HTTPResponse | None:
     if level is LOGIN:
         check_same_origin(request, config)
         return None
-    role = role_of(presented_token(request), config)
     if level is READ:
-        if may_read(role, config):
+        if not config.read_token or may_read(role_of(presented_token(request), config), config):
             return None
         if request.route is not None and getattr(request.route.ctx, "page", False):  # ask for the token
             return redirect(f"/ui/login?next={request.path}", status=303)
         raise Unauthenticated(_missing_or_wrong(request))
-    if not may_act(role, config):
-        if role is Role.READER:
-            raise NotPermitted("the read token can only read; acting needs the API token (API_TOKEN)")
-        raise Unauthenticated(_missing_or_wrong(request))
+    if config.api_token:
+        role = role_of(presented_token(request), config)
+        if not may_act(role, config):
+            if role is Role.READER:
+                raise NotPermitted("the read token can only read; acting needs the API token (API_TOKEN)")
+            raise Unauthenticated(_missing_or_wrong(request))
     check_same_origin(request, config)
     _check_json_body(request)
     return None

@@ -20,6 +20,8 @@ from service.store.faults import StoreUnavailable
 
 log = logging.getLogger("kasp.http")
 
+JSON = "application/json"
+CONSTANT_ANSWERS = 64  # distinct constant answers kept encoded: one per (class, message); a guess, ample
 RETRY_AFTER_FULL_S = 1  # a guess: the default pool drains 64 jobs of ~300 ms in ~5 s
 RETRY_AFTER_DRAINING_S = 5  # a guess: about one restart of a single-process service
 RETRY_AFTER_SHED_S = 1  # a guess: connections at the cap turn over within REQUEST_DEADLINE
@@ -72,13 +74,9 @@ _SANIC_CODES = {
 _DRAINING_MESSAGE = "the service is shutting down and accepts no new jobs; retry on another instance or later"
 
 
-def error_response(
-    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
-) -> HTTPResponse:
-    return json({"error": code, "message": message, **extra}, status=status, headers=headers)
-
-
-def render(exc: BaseException) -> HTTPResponse:
+def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, body, headers) of the answer to `exc`: the one place an error becomes an
+    answer, for a whole response (`render`) and for one job of a batch alike."""
     for cls in type(exc).__mro__:
         entry = _TABLE.get(cls)
         if entry is not None:
@@ -89,16 +87,42 @@ def render(exc: BaseException) -> HTTPResponse:
             status = exc.status_code
             code = _SANIC_CODES.get(status, "http_error")
             headers = {str(k): str(v) for k, v in (getattr(exc, "headers", None) or {}).items()}
-            return error_response(status, code, str(exc) or code.replace("_", " "), headers=headers)
+            return status, {"error": code, "message": str(exc) or code.replace("_", " ")}, headers
         log.error("unhandled error", exc_info=exc, extra={"action": "http_500"})
-        return error_response(500, "internal_error", "the server failed to handle this request")
-    extra: dict[str, Any] = {}
+        return 500, {"error": "internal_error", "message": "the server failed to handle this request"}, {}
+    body: dict[str, Any] = {
+        "error": code,
+        "message": _DRAINING_MESSAGE if isinstance(exc, Draining) else str(exc),
+    }
     if isinstance(exc, InvalidRequest):
-        code = exc.code
+        body["error"] = exc.code
         if exc.field is not None:
-            extra["field"] = exc.field
-    message = _DRAINING_MESSAGE if isinstance(exc, Draining) else str(exc)
-    return error_response(status, code, message, headers=headers or None, **extra)
+            body["field"] = exc.field
+    return status, body, headers
+
+
+def render(exc: BaseException) -> HTTPResponse:
+    status, body, headers = describe(exc)
+    return json(body, status=status, headers=headers or None)
+
+
+_encoded: dict[tuple[type[BaseException], str], tuple[int, bytes | None, dict[str, str] | None]] = {}
+
+
+def render_constant(exc: BaseException) -> HTTPResponse:
+    """`render(exc)` for an error whose answer depends on its class and message only
+    (QueueFull: the message names QUEUE_SIZE), encoded once and reused: the 429 of a
+    full queue comes in floods, and encoding it each time was ~9% of such a request in
+    the profile (docs/PERFORMANCE.md, Issue 12)."""
+    key = (type(exc), str(exc))
+    entry = _encoded.get(key)
+    if entry is None:
+        response = render(exc)
+        entry = (response.status, response.body, dict(response.headers) or None)
+        if len(_encoded) < CONSTANT_ANSWERS:
+            _encoded[key] = entry
+    status, body, headers = entry
+    return HTTPResponse(body, status=status, headers=headers, content_type=JSON)
 
 
 class KaspErrorHandler(ErrorHandler):

@@ -37,7 +37,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from domain.errors import KaspError, QueueFull, UnknownJob, VersionConflict
@@ -55,13 +55,17 @@ EVICT_BATCH = 100  # a guess: jobs evicted per step, a few ms of deletes, so an 
 MAX_BATCH = 1000  # requests per commit: a guess that bounds one transaction to ~10 ms of work
 CLOSE_WAIT_S = 30  # at close, how long queued writes get to commit (a guess)
 
+# Python 3.11 resolves an enum member named on its class (`JobState.QUEUED`) through a
+# descriptor, ~0.2 µs a lookup; hot paths compare against these module names (Issue 12).
+_QUEUED, _ENQUEUED = JobState.QUEUED, EventType.ENQUEUED
+
 
 # -- the rules ------------------------------------------------------------------
 
 
 def ready_at_ms(view: JobView) -> int | None:
     """When a queued job may start (None unless queued): its delay's end, else when it was queued."""
-    if view.state is not JobState.QUEUED:
+    if view.state is not _QUEUED:
         return None
     return view.next_attempt_at_ms if view.next_attempt_at_ms is not None else view.updated_at_ms
 
@@ -222,7 +226,7 @@ class Batch:
         """Give the events their seqs (the log is locked now) and new jobs their created_seq."""
         self.events = [e.with_seq(last_seq + i) for i, e in enumerate(self.events, 1)]
         for event in self.events:
-            if event.type is EventType.ENQUEUED:
+            if event.type is _ENQUEUED:
                 self._created[event.job_id] = event.seq
         self.changed = {job_id: self.final(v) for job_id, v in self.changed.items()}
 
@@ -233,7 +237,7 @@ class Batch:
     def final(self, view: JobView) -> JobView:
         """`view` with its created_seq, if this batch created the job."""
         seq = self._created.get(view.id)
-        return view if seq is None else replace(view, created_seq=seq)
+        return view if seq is None else view.with_created_seq(seq)
 
     @property
     def last_seq(self) -> int:

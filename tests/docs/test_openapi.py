@@ -80,6 +80,14 @@ def test_json_responses_match_the_documented_schemas(make_server: MakeServer) ->
     full = post("/enqueue", json={"id": "refused", "payload": ""})
     assert full.status_code == 429
     check(full)
+    batch = check(
+        post("/enqueue/batch", json={"jobs": [{"id": "slow", "payload": "sleep=1.0"}, {"id": "b"}, 3]})
+    )
+    assert [r["status"] for r in batch["results"]] == [200, 400, 400]
+    batch = check(post("/enqueue/batch", json={"jobs": [{"id": "refused", "payload": ""}]}))
+    assert batch["results"][0]["status"] == 429
+    assert check(post("/enqueue/batch", json={"jobs": []}))["field"] == "jobs"
+    assert check(client.get("/enqueue/batch"))["error"] == "method_not_allowed"
 
     # Reads.
     check(client.get("/healthz"))
