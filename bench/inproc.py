@@ -27,7 +27,7 @@ from domain.events import Event
 from domain.processor import Attempt, Processor, SimulatedProcessor
 from domain.states import EventType
 from service.clock import now_ms
-from service.engine import Engine
+from service.engine import Engine, JobRequest
 from service.pool import WorkerPool
 from service.store.memory import MemoryStore
 
@@ -123,7 +123,7 @@ async def feed_kasp(feeder: Feeder, *, retain: int, workers: int) -> None:
     pool.start()
 
     async def submit(i: int) -> None:
-        await engine.enqueue(f"job-{i}", payload_for(i), 0)
+        await engine.enqueue(JobRequest(f"job-{i}", payload_for(i)))
 
     await feeder.run(submit)
     await pool.stop(timeout_s=1)
@@ -188,7 +188,7 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
     pool.start()
 
     async def warm_up(i: int) -> None:
-        await eng.enqueue(f"warm-{i}", payload_for(i), 0)
+        await eng.enqueue(JobRequest(f"warm-{i}", payload_for(i)))
 
     await warm.run(warm_up)
     gc.collect()
@@ -197,7 +197,7 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
     feeder.on_finished = sample
 
     async def submit(i: int) -> None:
-        await eng.enqueue(f"job-{i}", payload_for(i), 0)
+        await eng.enqueue(JobRequest(f"job-{i}", payload_for(i)))
 
     await feeder.run(submit)
     gc.collect()
@@ -246,7 +246,7 @@ async def utilisation(args: argparse.Namespace) -> dict[str, Any]:
     work = TimedWork(min_ms=args.work_min_ms, max_ms=args.work_max_ms, error_rate=args.error_rate)
     store, eng, pool = kasp_parts(retain=10**9, capacity=backlog + 1, workers=args.workers, processor=work)
     for i in range(backlog):
-        await eng.enqueue(f"job-{i}", payload_for(i), args.max_retries)
+        await eng.enqueue(JobRequest(f"job-{i}", payload_for(i), args.max_retries))
     began = time.monotonic()
     pool.start()
     deadline = began + args.seconds

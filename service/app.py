@@ -146,8 +146,10 @@ async def _drain_once(app: App) -> None:
         await _report_drain(parts)
     finally:
         # After the pool, so streams still carry the drain's own events; in `finally`
-        # so a failing drain never leaves streams holding the exit open.
+        # so a failing drain never leaves streams holding the exit open. Long-polls
+        # (?wait=) answer with the job as it is, for the same reason.
         parts.feed.close()
+        parts.waiters.close()
 
 
 async def _report_drain(parts: Parts) -> None:
