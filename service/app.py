@@ -30,6 +30,7 @@ from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
 from service.parts import App, Parts, build_parts, parts_of
 from service.processors import load_processor
+from service.store.faults import StoreUnavailable
 
 log = logging.getLogger("kasp")
 
@@ -95,7 +96,10 @@ def _refuse_several_processes(app: App) -> None:
 
 async def _start(app: App) -> None:
     config: Config = app.ctx.config
-    parts = await build_parts(config)
+    try:
+        parts = await build_parts(config)
+    except StoreUnavailable as exc:  # docs/STORAGE.md, Faults: kasp starts only on a store it can write
+        raise SystemExit(f"kasp: {exc}") from None
     app.ctx.parts = parts
     parts.pool.start()
     app.ctx.drain_task = None

@@ -27,6 +27,7 @@ from service.http.enqueue import (
     PRIORITY_MIN,
 )
 from service.http.errors import RETRY_AFTER_DRAINING_S, RETRY_AFTER_FULL_S
+from service.store.faults import RETRY_AFTER_S as RETRY_AFTER_STORE_S
 
 OPENAPI_VERSION = "3.0.3"  # the newest version the packaged Swagger UI (4.15) renders fully
 
@@ -245,7 +246,11 @@ SCHEMAS: dict[str, Schema] = {
     "Readiness": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ready", "starting", "draining"]}},
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "starting", "draining", "store_unavailable"]},
+            "since_ms": {"type": "integer", "description": "store_unavailable: when the outage began"},
+            "error": {"type": "string", "description": "store_unavailable: the store's last error"},
+        },
         "additionalProperties": False,
     },
     "Stats": {
@@ -346,6 +351,13 @@ _BAD_PARAMETER = _error("a query parameter is malformed or out of range (`field`
 _UNKNOWN_JOB = _error("no job with this id")
 _NO_DOCS = _error("docs/ is not part of this installation (kasp runs from a checkout with `make start`)")
 _JOB_ID_PARAM = _path("id", "the job's id", _JOB_ID)
+_RETRY_AFTER_STORE = {"Retry-After": _header("seconds", {"type": "integer", "example": RETRY_AFTER_STORE_S})}
+#: Every operation that reads or writes the store (docs/STORAGE.md, Faults).
+_STORE_UNAVAILABLE = _error(
+    "`store_unavailable`: the store cannot be reached or written now (PostgreSQL down, SQLite's disk "
+    "full); retry after Retry-After",
+    _RETRY_AFTER_STORE,
+)
 
 # (method, path) -> OpenAPI operation. The drift test compares these keys with the
 # app's registered routes.
@@ -372,7 +384,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 {"Retry-After": _header("seconds", {"type": "integer", "example": RETRY_AFTER_FULL_S})},
             ),
             "503": _error(
-                "the service is shutting down",
+                "`shutting_down`: the service is shutting down (Retry-After "
+                f"{RETRY_AFTER_DRAINING_S}); or `store_unavailable`: the store cannot be reached or written "
+                f"now (Retry-After {RETRY_AFTER_STORE_S})",
                 {"Retry-After": _header("seconds", {"type": "integer", "example": RETRY_AFTER_DRAINING_S})},
             ),
         },
@@ -386,8 +400,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/readyz"): {
         "tags": ["operations"],
         "summary": "Readiness",
-        "description": "503 before the server is ready and once shutdown began.",
-        "responses": {"200": _json("Readiness", "ready"), "503": _json("Readiness", "starting or draining")},
+        "description": "503 before the server is ready, once shutdown began, and while the store "
+        "cannot be reached or written.",
+        "responses": {
+            "200": _json("Readiness", "ready"),
+            "503": _json("Readiness", "starting, draining, or store_unavailable"),
+        },
     },
     ("get", "/jobs/{id}"): {
         "tags": ["jobs"],
@@ -403,7 +421,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 {"type": "number", "minimum": 0, "maximum": jobs_http.MAX_WAIT_S},
             ),
         ],
-        "responses": {"200": _json("Job", "the job"), "400": _BAD_PARAMETER, "404": _UNKNOWN_JOB},
+        "responses": {
+            "200": _json("Job", "the job"),
+            "400": _BAD_PARAMETER,
+            "404": _UNKNOWN_JOB,
+            "503": _STORE_UNAVAILABLE,
+        },
     },
     ("get", "/jobs"): {
         "tags": ["jobs"],
@@ -415,13 +438,21 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "cursor", "`next_cursor` of the previous page", {"type": "string", "pattern": "^[0-9]{1,18}$"}
             ),
         ],
-        "responses": {"200": _json("JobPage", "a page of jobs"), "400": _BAD_PARAMETER},
+        "responses": {
+            "200": _json("JobPage", "a page of jobs"),
+            "400": _BAD_PARAMETER,
+            "503": _STORE_UNAVAILABLE,
+        },
     },
     ("get", "/jobs/{id}/events"): {
         "tags": ["events"],
         "summary": "One job's events, in order",
         "parameters": [_JOB_ID_PARAM],
-        "responses": {"200": _json("JobEvents", "the job's events"), "404": _UNKNOWN_JOB},
+        "responses": {
+            "200": _json("JobEvents", "the job's events"),
+            "404": _UNKNOWN_JOB,
+            "503": _STORE_UNAVAILABLE,
+        },
     },
     ("post", "/jobs/{id}/retry"): {
         "tags": ["jobs"],
@@ -433,6 +464,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "202": _json("JobStatus", "requeued", _LOCATION),
             "404": _UNKNOWN_JOB,
             "409": _error("the job is neither `failed` nor `cancelled`"),
+            "503": _STORE_UNAVAILABLE,
         },
     },
     ("post", "/jobs/{id}/cancel"): {
@@ -448,6 +480,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "202": _json("CancelStatus", "it was running: cancelled, its attempt is being stopped"),
             "404": _UNKNOWN_JOB,
             "409": _error("the job is finished (done, failed or cancelled)"),
+            "503": _STORE_UNAVAILABLE,
         },
     },
     ("get", "/events"): {
@@ -462,7 +495,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             _query("job_id", "only this job's events", {"type": "string"}),
             _query("type", "only events of this type", {"type": "string", "enum": _EVENT_TYPES}),
         ],
-        "responses": {"200": _json("EventPage", "a page of events"), "400": _BAD_PARAMETER},
+        "responses": {
+            "200": _json("EventPage", "a page of events"),
+            "400": _BAD_PARAMETER,
+            "503": _STORE_UNAVAILABLE,
+        },
     },
     ("get", "/events/stream"): {
         "tags": ["events"],
@@ -488,7 +525,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/stats"): {
         "tags": ["operations"],
         "summary": "Counters for operators",
-        "responses": {"200": _json("Stats", "the counters")},
+        "responses": {"200": _json("Stats", "the counters"), "503": _STORE_UNAVAILABLE},
     },
     ("get", "/metrics"): {
         "tags": ["operations"],
@@ -499,7 +536,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "200": _body(
                 "text/plain application/openmetrics-text",
                 "Prometheus text format, or OpenMetrics when the Accept header asks for it",
-            )
+            ),
+            "503": _STORE_UNAVAILABLE,
         },
     },
     ("get", "/openapi.json"): {

@@ -10,6 +10,7 @@ its worker at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -24,6 +25,7 @@ from domain.projection import JobView
 from domain.states import EventType
 from service.clock import now_ms
 from service.store.base import EventStore, SharedStore
+from service.store.faults import PROBE_BACKOFF, StoreUnavailable
 
 log = logging.getLogger("kasp.pool")
 
@@ -49,6 +51,7 @@ class WorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._stop = asyncio.Event()  # set once stop() begins
+        self._stop_deadline = 0.0  # monotonic: until when an outcome may wait for the store
         self._running: set[str] = set()  # ids of jobs whose attempt this pool runs
         self._in_processor: set[asyncio.Task[None]] = set()  # workers inside user code
         self._lease_task: asyncio.Task[None] | None = None
@@ -59,6 +62,7 @@ class WorkerPool:
 
     def start(self) -> None:
         self._store.add_listener(self._on_event)
+        self._store.health.add_listener(self._on_store_health)
         self._tasks = [asyncio.create_task(self._work(), name=f"kasp-worker-{i}") for i in range(self.size)]
         if isinstance(self._store, SharedStore):
             self._store.add_remote_listener(self._on_remote_event)
@@ -69,6 +73,7 @@ class WorkerPool:
 
         `force` (set by a second signal) ends the wait early.
         """
+        self._stop_deadline = time.monotonic() + timeout_s
         self._stop.set()
         for timer in self._timers:
             timer.cancel()
@@ -117,6 +122,8 @@ class WorkerPool:
                     await store.renew_leases(list(self._running))
                 if not self._stop.is_set():
                     await store.recover_expired()
+            except StoreUnavailable:
+                pass  # logged once per outage by the store's health record; try again next round
             except Exception:
                 log.exception("renewing or recovering leases failed", extra={"action": "lease_error"})
             await asyncio.sleep(interval_s)
@@ -128,6 +135,12 @@ class WorkerPool:
             self._wake_one()
         elif event.type is EventType.RETRY_SCHEDULED:
             self._wake_at(event.at_ms + event.data["delay_ms"])
+
+    def _on_store_health(self, available: bool) -> None:
+        """The store went down: wake one idle worker, whose claims then probe it (with
+        backoff) until it is back, even if nothing else would write to it."""
+        if not available:
+            self._wake_one()
 
     def _on_remote_event(self, type_: EventType, due_ms: int | None) -> None:
         """Another instance committed an event: wake a worker as if it were ours."""
@@ -163,7 +176,12 @@ class WorkerPool:
         fut: asyncio.Future[None] = loop.create_future()
         self._idle.append(fut)
         timeout = self._store.poll_interval_s
-        due = await self._store.next_due_ms()
+        try:
+            due = await self._store.next_due_ms()
+        except BaseException:
+            with contextlib.suppress(ValueError):  # not waiting after all: wake someone else
+                self._idle.remove(fut)
+            raise
         if due is not None:
             until_due = max(0.0, (due - now_ms()) / 1000)
             timeout = until_due if timeout is None else min(timeout, until_due)
@@ -177,15 +195,21 @@ class WorkerPool:
     # -- working -----------------------------------------------------------
 
     async def _work(self) -> None:
+        probes = 0  # failed claims in a row while the store is unavailable
         while not self._stop.is_set():
             try:
                 view = await self._store.claim_ready(at_ms=now_ms())
+                probes = 0
+                if view is None:
+                    await self._wait_for_work()
+                    continue
+            except StoreUnavailable:
+                probes += 1  # stop claiming: each claim is now a probe, ever less often
+                await self._wait_for_store(probes)
+                continue
             except Exception:
                 log.exception("claiming a job failed", extra={"action": "claim_error"})
                 await asyncio.sleep(1)  # a failing store: don't spin
-                continue
-            if view is None:
-                await self._wait_for_work()
                 continue
             if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
                 await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
@@ -230,17 +254,48 @@ class WorkerPool:
         await self._record(event)
 
     async def _record(self, event: Event) -> None:
-        try:
-            await self._store.append(event)  # never cancelled: see stop()
+        """Write an attempt's outcome. Through a store outage it is kept and written again
+        until it is on disk or the job moved on; on shutdown, until the drain's deadline."""
+        probes = 0
+        while True:
+            try:
+                await self._store.append(event)  # never cancelled: see stop()
+            except VersionConflict:
+                log.warning(
+                    "outcome of attempt %s of %r dropped: the job moved on (lease lost?)",
+                    event.attempt,
+                    event.job_id,
+                    extra={"action": "outcome_dropped"},
+                )
+                return
+            except StoreUnavailable:
+                if self._stop.is_set() and time.monotonic() >= self._stop_deadline:
+                    log.error(
+                        "outcome %s of attempt %s of %r could not be written (the store is unavailable); "
+                        "the job stays running in the store and runs again after recovery",
+                        event.type.value,
+                        event.attempt,
+                        event.job_id,
+                        extra={"action": "outcome_unwritten"},
+                    )
+                    return
+                probes += 1
+                await self._wait_for_store(probes)
+                continue
             if self._stop.is_set():
                 self.recorded_while_draining.append(event)
-        except VersionConflict:
-            log.warning(
-                "outcome of attempt %s of %r dropped: the job moved on (lease lost?)",
-                event.attempt,
-                event.job_id,
-                extra={"action": "outcome_dropped"},
-            )
+            return
+
+    async def _wait_for_store(self, probes: int) -> None:
+        """Back off before probe number `probes + 1` of an unavailable store (faults.PROBE_BACKOFF);
+        a shutdown ends the wait of an idle worker at once."""
+        delay_s = PROBE_BACKOFF.delay_ms(probes, self._rng) / 1000
+        if self._stop.is_set():
+            delay_s = min(delay_s, max(0.0, self._stop_deadline - time.monotonic()))
+            await asyncio.sleep(delay_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay_s)
 
 
 def _since(began: float) -> int:

@@ -14,6 +14,8 @@ from sanic.handlers import ErrorHandler
 
 from domain.errors import InvalidTransition, JobConflict, QueueFull, UnknownJob, VersionConflict
 from service.engine import Draining
+from service.store.faults import RETRY_AFTER_S as RETRY_AFTER_STORE_S
+from service.store.faults import StoreUnavailable
 
 log = logging.getLogger("kasp.http")
 
@@ -49,6 +51,8 @@ _TABLE: dict[type[BaseException], tuple[int, str, dict[str, str]]] = {
     UnsupportedMediaType: (415, "unsupported_media_type", {}),
     QueueFull: (429, "queue_full", {"Retry-After": str(RETRY_AFTER_FULL_S)}),
     Draining: (503, "shutting_down", {"Retry-After": str(RETRY_AFTER_DRAINING_S)}),
+    # Logged once per outage by the store's health record, not per request.
+    StoreUnavailable: (503, "store_unavailable", {"Retry-After": str(RETRY_AFTER_STORE_S)}),
 }
 
 _SANIC_CODES = {

@@ -19,4 +19,8 @@ async def readyz(request: Request) -> HTTPResponse:
         return json({"status": "draining"}, status=503)
     if parts is None or not request.app.ctx.ready:
         return json({"status": "starting"}, status=503)
+    health = parts.store.health
+    if not health.available:
+        body = {"status": "store_unavailable", "since_ms": health.since_ms, "error": health.last_error}
+        return json(body, status=503)
     return json({"status": "ready"})

@@ -33,6 +33,7 @@ from service.http.events import MAX_SEQ
 from service.http.query import int_param
 from service.parts import parts_of
 from service.store.base import EventStore
+from service.store.faults import StoreUnavailable
 
 log = logging.getLogger("kasp.stream")
 
@@ -141,6 +142,8 @@ class _Stream:
             await self._send(sub, message, end_stream=True)
         except RequestCancelled:
             pass  # the client went away
+        except StoreUnavailable:
+            pass  # the stream ends; EventSource reconnects after RETRY_MS from its Last-Event-ID
         finally:
             feed.unsubscribe(sub)
 

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from domain.events import Event
 from domain.projection import JobView
 from domain.states import EventType, JobState
+from service.store.faults import StoreHealth
 
 EventListener = Callable[[Event], None]
 #: Called with (event type, due time in ms or None) when ANOTHER instance committed
@@ -42,6 +43,9 @@ class EventStore(Protocol):
     #: None when the store wakes the pool itself through listeners on every
     #: event that makes work ready; otherwise how often idle workers poll.
     poll_interval_s: float | None
+    #: Whether the store can be reached and written now (faults.py); drivers raise
+    #: StoreUnavailable while it cannot.
+    health: StoreHealth
 
     async def open(self) -> None: ...
 

@@ -31,6 +31,7 @@ from domain.job import start
 from domain.projection import JobView, apply
 from domain.states import FINISHED_STATES, EventType, JobState
 from service.store.base import EventListener, JobPage, StoreStats
+from service.store.faults import StoreHealth
 
 LIST_SCAN_LIMIT = 10_000  # log entries one /jobs page may examine: bounds a page to ~ms
 COMPACT_MIN_DEAD = 1_024  # below this, a compaction would cost more than the waste
@@ -110,6 +111,7 @@ class MemoryStore:
 
     def __init__(self, *, retain_finished: int) -> None:
         self._retain_finished = retain_finished
+        self.health = StoreHealth("memory")  # never goes down: nothing here can be unreachable
         self._jobs: dict[str, _Kept] = {}
         self._log: list[_Stored] = []  # seq order; may hold events of evicted jobs
         self._dead = 0  # events of evicted jobs still in _log

@@ -47,7 +47,6 @@ import dataclasses
 import logging
 import os
 import socket
-import sys
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
@@ -61,6 +60,7 @@ from domain.projection import JobView, ProjectionError, apply
 from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, RemoteListener, StoreStats
+from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
 from service.store.rows import (
     EVENT_COLUMNS,
     JOB_COLUMNS,
@@ -259,12 +259,14 @@ class PostgresStore:
         self.instance_id = f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._app_name = f"kasp {self.instance_id}"
         self._pool: asyncpg.Pool | None = None
+        self._guarded: _GuardedPool | None = None  # self._pool behind faults.py's classification
         self._listen_conn: asyncpg.Connection | None = None
         self._listeners: list[EventListener] = []
         self._remote_listeners: list[RemoteListener] = []
         self._lease_ms = int(lease_timeout_s * 1000)
         self._pending: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.health = StoreHealth("PostgreSQL")
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -273,12 +275,22 @@ class PostgresStore:
         # stale statistics, and the planner then sorts all queued jobs for each claim (seen
         # in make bench-stores); enable_sort=off only makes sorting the plan of last resort.
         settings = {"application_name": self._app_name, "enable_sort": "off"}
-        self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=POOL_MAX_SIZE, server_settings=settings
-        )
-        async with self._pool.acquire() as conn:
-            await _migrate(conn)
-        await self._listen()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=POOL_MAX_SIZE, server_settings=settings
+            )
+            self._guarded = _GuardedPool(self._pool, self.health)
+            async with self._pool.acquire() as conn:
+                await _migrate(conn)
+            await self._listen()
+        except Exception as exc:
+            await self.close()
+            if not is_unavailable(exc):
+                raise
+            raise StoreUnavailable(
+                f"PostgreSQL cannot be reached ({exc}); kasp does not start on a store it cannot reach: "
+                "check STORE and that the server is up"
+            ) from exc
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -294,14 +306,26 @@ class PostgresStore:
         conn = await asyncpg.connect(
             self.dsn, server_settings={"application_name": self._app_name + " listen"}
         )
-        await conn.add_listener(CHANNEL, self._on_notify)
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
         self._listen_conn = conn
 
     async def _ensure_listening(self) -> None:
         """Re-open a LISTEN connection that dropped (until then, polling covers)."""
-        if self._listen_conn is None or self._listen_conn.is_closed():
+        if self._listen_conn is not None and not self._listen_conn.is_closed():
+            return
+        if self._listen_conn is not None:  # noticed once per loss; retried every lease/3
             log.warning("LISTEN connection lost; reconnecting", extra={"action": "store_relisten"})
+            self._listen_conn = None
+        try:
             await self._listen()
+        except Exception as exc:
+            self.health.raise_if_unavailable(exc)
+            raise
+        log.info("LISTEN connection re-opened", extra={"action": "store_relisten"})
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
         try:
@@ -325,12 +349,18 @@ class PostgresStore:
     def _notify_local(self, events: Sequence[Event]) -> None:
         for event in events:
             for listener in self._listeners:
-                listener(event)
+                try:
+                    listener(event)
+                except Exception:  # a listener's bug must not fail a batch that committed
+                    log.exception(
+                        "an event listener failed on seq %d", event.seq, extra={"action": "listener_error"}
+                    )
 
     @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "the store is not open"
-        return self._pool
+    def pool(self) -> _GuardedPool:
+        """The connection pool, whose every query turns an outage into StoreUnavailable."""
+        assert self._guarded is not None, "the store is not open"
+        return self._guarded
 
     # -- writing -----------------------------------------------------------
 
@@ -351,17 +381,27 @@ class PostgresStore:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 await self._commit(batch)
-            except asyncpg.PostgresError:
-                if len(batch) == 1:
-                    _fail(batch, sys.exc_info()[1] or RuntimeError("commit failed"))
-                    continue
-                for op in batch:  # one bad request must not fail its neighbours: try each alone
-                    try:
-                        await self._commit([op])
-                    except Exception as exc:
-                        _fail([op], exc)
-            except Exception as exc:  # the connection or the server is gone: nothing committed
-                _fail(batch, exc)
+            except Exception as exc:
+                error = self.health.failed(exc)
+                if isinstance(error, StoreUnavailable):  # the server is gone: nothing committed
+                    await self._pool_expired()
+                    _fail(batch, error)
+                elif not isinstance(exc, asyncpg.PostgresError) or len(batch) == 1:
+                    _fail(batch, exc)
+                else:
+                    for op in batch:  # one bad request must not fail its neighbours: try each alone
+                        try:
+                            await self._commit([op])
+                        except Exception as alone:
+                            _fail([op], self.health.failed(alone))
+            else:
+                self.health.succeeded()
+
+    async def _pool_expired(self) -> None:
+        """After an outage's error: replace every pooled connection on its next use (one that
+        survived a server restart half-open would fail the next request too)."""
+        if self._pool is not None:
+            await self._pool.expire_connections()
 
     async def _commit(self, batch: list[_Op]) -> None:
         """Decide every request of `batch` and write the result in ONE transaction (group commit)."""
@@ -619,6 +659,55 @@ async def drop_schema(dsn: str) -> None:
         )
     finally:
         await conn.close()
+
+
+class _GuardedPool:
+    """The pool's query methods, with driver errors classified (faults.py) at this one seam."""
+
+    __slots__ = ("_health", "_pool")
+
+    def __init__(self, pool: asyncpg.Pool, health: StoreHealth) -> None:
+        self._pool = pool
+        self._health = health
+
+    def acquire(self) -> Any:
+        return self._pool.acquire()  # used by _commit, whose errors _flush classifies
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        try:
+            rows: list[Any] = await self._pool.fetch(query, *args)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        try:
+            return await self._pool.fetchrow(query, *args)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        try:
+            return await self._pool.fetchval(query, *args)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+
+    async def execute(self, query: str, *args: Any) -> str:
+        try:
+            status: str = await self._pool.execute(query, *args)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+        return status
+
+    async def _failed(self, exc: BaseException) -> None:
+        error = self._health.failed(exc)
+        if error is not exc:
+            await self._pool.expire_connections()
+            raise error
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

@@ -29,6 +29,7 @@ records `interrupted`, reason "restart", and the job runs again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -45,6 +46,7 @@ from domain.projection import JobView, apply
 from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, StoreStats
+from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
 from service.store.rows import EVENT_COLUMNS, JOB_COLUMNS, event_from_row, event_row, view_from_row, view_row
 
 log = logging.getLogger("kasp.store.sqlite")
@@ -106,6 +108,10 @@ _NEXT_READY = (
     "ORDER BY ready_at_ms, created_seq LIMIT 1"
 )
 _NOT_DUE = "SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > ?"
+# A write that changes nothing but still reaches the disk (SQLite rewrites the header
+# page): a batch with no events runs it while the store is down, so an idle
+# worker's claim tells whether the disk takes writes again.
+_PROBE_WRITE = f"PRAGMA user_version = {SCHEMA_VERSION}"
 
 
 class StoreBusy(RuntimeError):
@@ -269,13 +275,26 @@ class SqliteStore:
         self._flusher: asyncio.Task[None] | None = None
         #: (last_seq, event_count, jobs by state) as of the last COMMIT: what readers may see
         self._committed: tuple[int, int, dict[JobState, int]] = (0, 0, {})
+        self.health = StoreHealth("SQLite")
 
     async def open(self) -> None:
-        self._lock_fd = _lock_exclusively(self.path + ".lock")
+        """Open the file, or refuse: a file kasp cannot write (read-only, full disk) does not start."""
         try:
+            self._lock_fd = _lock_exclusively(self.path + ".lock")
             self._log = await asyncio.to_thread(_open_log, self.path)
+            self._log.conn.execute("BEGIN IMMEDIATE")
+            self._log.conn.execute(_PROBE_WRITE)
+            self._log.conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:  # OSError: the lock file, on a read-only mount
+            self._release()
+            if not is_unavailable(exc):
+                raise
+            raise StoreUnavailable(
+                f"the SQLite file {self.path} cannot be written ({exc}); kasp does not start on a "
+                "store it cannot write: check the file system is mounted read-write and has space"
+            ) from exc
         except BaseException:
-            self._unlock()
+            self._release()
             raise
         self._publish()
         self._reader = _connect(self.path)
@@ -290,6 +309,13 @@ class SqliteStore:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        self._unlock()
+
+    def _release(self) -> None:
+        """Close the connection and release the lock, after a failed open."""
+        if self._log is not None:
+            self._log.conn.close()
+            self._log = None
         self._unlock()
 
     def _unlock(self) -> None:
@@ -321,6 +347,7 @@ class SqliteStore:
             conn = log_.conn
             outcomes: list[_Outcome] = []
             events: list[Event] = []
+            before = log_.snapshot()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for fn, fut in batch:
@@ -332,21 +359,29 @@ class SqliteStore:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
                         log_.restore(snap)
-                        outcomes.append((fut, None, exc))
+                        outcomes.append((fut, None, self.health.failed(exc)))
                     else:
                         conn.execute("RELEASE op")
                         outcomes.append((fut, result, None))
                 events, log_.batch_events = log_.batch_events, []
+                if not events and not self.health.available:
+                    conn.execute(_PROBE_WRITE)
                 # The fsync happens here, in a thread: the loop keeps serving and queueing.
                 await asyncio.to_thread(conn.execute, "COMMIT")
             except sqlite3.Error as exc:
-                # Nothing of this batch is on disk: every caller gets the error.
-                log.exception("SQLite write failed", extra={"action": "store_commit_error"})
-                if conn.in_transaction:
-                    conn.rollback()
-                self._log = _Log(conn)  # reload the counters from what is on disk
-                outcomes = [(fut, None, exc) for _, fut in batch]
+                # Nothing of this batch is on disk: every caller gets the error (an outage
+                # as StoreUnavailable, logged once by the health record; a bug as itself).
+                error = self.health.failed(exc)
+                if not isinstance(error, StoreUnavailable):
+                    log.exception("SQLite write failed", extra={"action": "store_commit_error"})
+                with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back
+                    if conn.in_transaction:
+                        conn.rollback()
+                log_.restore(before)  # the counters as of the last COMMIT, without a query
+                outcomes = [(fut, None, error) for _, fut in batch]
                 events = []
+            else:
+                self.health.succeeded()
             self._publish()
             self._deliver(outcomes, events)
 
@@ -354,7 +389,12 @@ class SqliteStore:
         """After a COMMIT: listeners first (in seq order), then the waiting callers."""
         for event in events:
             for listener in self._listeners:
-                listener(event)
+                try:
+                    listener(event)
+                except Exception:  # a listener's bug must not strand the callers of a commit
+                    log.exception(
+                        "an event listener failed on seq %d", event.seq, extra={"action": "listener_error"}
+                    )
         for fut, result, exc in outcomes:
             if fut.done():
                 continue  # the caller went away; the write stands
@@ -367,7 +407,11 @@ class SqliteStore:
         # On the loop: reads are short indexed queries on the WAL snapshot; a thread hop
         # per read would cost more (each sqlite3 call re-takes the GIL) than the query.
         assert self._reader is not None, "the store is not open"
-        return fn(self._reader)
+        try:
+            return fn(self._reader)
+        except sqlite3.Error as exc:
+            self.health.raise_if_unavailable(exc)
+            raise
 
     # -- writing -----------------------------------------------------------
 

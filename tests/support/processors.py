@@ -2,14 +2,20 @@
 
 `scripted` reads its behaviour from the payload: comma-separated steps, one per
 attempt (attempt n uses step n, the last step repeats). A step is `ok`, `fail`,
-`sleep=<seconds>` (then succeed), or `sleepfail=<seconds>` (then fail).
+`sleep=<seconds>` (then succeed), `sleepfail=<seconds>` (then fail), or `gate=<name>`
+(succeed once the test sets `GATES[name]`, then set `PASSED[name]`; in-process servers only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import defaultdict
 
 from domain.processor import Attempt
+
+GATES: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+PASSED: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 
 
 class ScriptedFailure(Exception):
@@ -22,6 +28,9 @@ async def scripted(attempt: Attempt) -> None:
     name, _, arg = step.partition("=")
     if name in ("sleep", "sleepfail"):
         await asyncio.sleep(float(arg))
+    if name == "gate":
+        await asyncio.to_thread(GATES[arg].wait)
+        PASSED[arg].set()
     if name in ("fail", "sleepfail"):
         raise ScriptedFailure(f"scripted failure on attempt {attempt.attempt}")
 

@@ -1,0 +1,55 @@
+"""Fixtures that break a store for real: a throwaway PostgreSQL cluster, a small mounted disk.
+
+The memory store cannot fail this way (it has no server and no disk), so these tests
+run on SQLite or PostgreSQL only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.pg_cluster import ClusterUnavailable, ThrowawayCluster
+from tests.support.small_fs import MountRefused, mount_tmpfs, unmount
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ThrowawayCluster]:
+    """A PostgreSQL server of this module's own, free to stop and restart."""
+    try:
+        pg = ThrowawayCluster()
+    except ClusterUnavailable as exc:
+        pytest.skip(f"no throwaway PostgreSQL cluster: {exc}")
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.remove()
+
+
+@pytest.fixture
+def cluster_dsn(cluster: ThrowawayCluster) -> str:
+    """A fresh database on the throwaway cluster."""
+    from service.store.postgres import create_database, dsn_for
+
+    name = f"kasp_faults_{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_database(cluster.admin_dsn, name))
+    return dsn_for(cluster.admin_dsn, name)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs mounted for this test: room for a few thousand jobs, quick to fill."""
+    where = tmp_path / "disk"
+    try:
+        mount_tmpfs(where, "4m")
+    except MountRefused as exc:
+        pytest.skip(str(exc))
+    try:
+        yield where
+    finally:
+        unmount(where)
