@@ -106,7 +106,10 @@ def kasp_parts(
 ) -> tuple[MemoryStore, Engine, WorkerPool]:
     store = MemoryStore(retain_finished=retain)
     engine = Engine(store, capacity=capacity, clock=now_ms)
-    pool = WorkerPool(store, processor, size=workers, backoff=Backoff(100, 10_000))
+    # 300000: ATTEMPT_TIMEOUT_MS's default (SPEC), so every attempt carries its deadline timer.
+    pool = WorkerPool(
+        store, processor, size=workers, backoff=Backoff(100, 10_000), attempt_timeout_ms=300_000
+    )
     return store, engine, pool
 
 

@@ -61,6 +61,7 @@ async def build_parts(config: Config, *, processor: Processor | None = None) -> 
         processor if processor is not None else load_processor(config),
         size=config.workers,
         backoff=Backoff(config.backoff_base_ms, config.backoff_max_ms),
+        attempt_timeout_ms=config.attempt_timeout_ms,
     )
     return Parts(
         config=config, store=store, engine=engine, pool=pool, feed=feed, metrics=metrics, waiters=waiters

@@ -1,10 +1,21 @@
 """The worker pool: WORKERS asyncio tasks that claim ready jobs and record each outcome.
 
 Idle workers park on a future and are woken one at a time by the events that
-make work ready (an enqueue, a requeue, an interruption, or a retry's delay
-running out), so a waiting job starts within one loop iteration, and an idle
-pool costs nothing. A failed attempt schedules its retry on a timer and frees
-its worker at once.
+make work ready (an enqueue, a requeue, an interruption), so a waiting job
+starts within one loop iteration, and an idle pool costs nothing. Jobs that
+become ready later (a retry's delay, a schedule) share ONE timer, set for the
+earliest due time the pool knows of: a million scheduled jobs cost no timer
+each, and no CPU while they wait.
+
+Attempts. The processor runs inside the worker's own task, with a deadline
+timer (the job's `timeout_ms`, else ATTEMPT_TIMEOUT_MS). The pool cuts an
+attempt short, with asyncio cancellation, for one of three reasons: its
+timeout (recorded as a failed attempt, reason `timeout`), a `cancelled` event
+for its job (already recorded by whoever cancelled it), or shutdown
+(`interrupted`). A processor that swallows the CancelledError and goes on is
+given ABANDON_GRACE_S; then its task is abandoned (cancelled once more and left
+to end on its own, logged), the attempt's outcome is recorded for it, and a
+fresh worker takes its place: the pool never loses a worker to a processor.
 """
 
 from __future__ import annotations
@@ -15,14 +26,16 @@ import logging
 import random
 import time
 from collections import deque
+from dataclasses import dataclass
+from typing import Literal
 
 from domain import job
 from domain.backoff import Backoff, RandomSource
-from domain.errors import VersionConflict
-from domain.events import Event
+from domain.errors import InvalidResult, VersionConflict
+from domain.events import Event, parse_ts
 from domain.processor import Attempt, Processor
 from domain.projection import JobView
-from domain.states import EventType
+from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventStore, SharedStore
 from service.store.faults import PROBE_BACKOFF, StoreUnavailable
@@ -30,6 +43,27 @@ from service.store.faults import PROBE_BACKOFF, StoreUnavailable
 log = logging.getLogger("kasp.pool")
 
 _WAKES_WORK = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
+
+#: A guess: how long a cut-off processor gets to end after its CancelledError before its
+#: task is abandoned. Well under SPEC's 2 s for a cancel, long enough for a `finally` to
+#: close a connection.
+ABANDON_GRACE_S = 1.0
+
+#: Why the pool cut an attempt short (see the module docstring).
+CutReason = Literal["timeout", "cancelled", "shutdown"]
+
+
+@dataclass(slots=True, eq=False)
+class _Running:
+    """One attempt inside the processor: what a cut needs to know about it."""
+
+    view: JobView  #: the running view, as claimed
+    worker: asyncio.Task[None]
+    began: float  #: time.monotonic() when the processor was called
+    timeout_ms: int  #: 0: no limit
+    deadline: asyncio.TimerHandle | None = None
+    cut: CutReason | None = None  #: set once, by the first cut
+    abandoned: bool = False
 
 
 class WorkerPool:
@@ -40,20 +74,26 @@ class WorkerPool:
         *,
         size: int,
         backoff: Backoff,
+        attempt_timeout_ms: int,
         rng: RandomSource | None = None,
     ) -> None:
         self._store = store
         self._processor = processor
         self.size = size
         self._backoff = backoff
+        self._attempt_timeout_ms = attempt_timeout_ms
         self._rng = rng if rng is not None else random.Random()
         self._idle: deque[asyncio.Future[None]] = deque()
         self._tasks: list[asyncio.Task[None]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._due_timer: asyncio.TimerHandle | None = None  # the one wake-up for delayed work
+        self._due_ms: int | None = None  # when it fires
         self._stop = asyncio.Event()  # set once stop() begins
         self._stop_deadline = 0.0  # monotonic: until when an outcome may wait for the store
         self._running: set[str] = set()  # ids of jobs whose attempt this pool runs
-        self._in_processor: set[asyncio.Task[None]] = set()  # workers inside user code
+        self._attempts: dict[str, _Running] = {}  # job id -> its attempt inside the processor
+        self._spawned = 0  # workers started so far, replacements included: names them
+        self._abandoned: set[asyncio.Task[None]] = set()  # workers left inside a stuck processor
+        self._chores: set[asyncio.Task[None]] = set()  # outcomes recorded for abandoned attempts
         self._lease_task: asyncio.Task[None] | None = None
         self.busy = 0
         self.recorded_while_draining: list[Event] = []  #: outcomes recorded after stop() began
@@ -63,7 +103,8 @@ class WorkerPool:
     def start(self) -> None:
         self._store.add_listener(self._on_event)
         self._store.health.add_listener(self._on_store_health)
-        self._tasks = [asyncio.create_task(self._work(), name=f"kasp-worker-{i}") for i in range(self.size)]
+        for _ in range(self.size):
+            self._spawn_worker()
         if isinstance(self._store, SharedStore):
             self._store.add_remote_listener(self._on_remote_event)
             self._lease_task = asyncio.create_task(self._keep_leases(self._store), name="kasp-leases")
@@ -75,9 +116,9 @@ class WorkerPool:
         """
         self._stop_deadline = time.monotonic() + timeout_s
         self._stop.set()
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = self._due_ms = None
         while self._idle:
             fut = self._idle.popleft()
             if not fut.done():
@@ -94,7 +135,7 @@ class WorkerPool:
         # recording finishes that store write (cutting it would leave a job running
         # until its lease expires), sees `_stopping` and leaves. So store writes need
         # no asyncio.shield, which cost a Task per job (docs/PERFORMANCE.md).
-        interrupted = list(self._in_processor)
+        interrupted = list(self._attempts.values())
         if interrupted:
             log.warning(
                 "%d attempts still running after %.1f s; interrupting them",
@@ -102,9 +143,9 @@ class WorkerPool:
                 timeout_s,
                 extra={"action": "pool_interrupt"},
             )
-            for task in interrupted:
-                task.cancel()
-        still_running = [t for t in self._tasks if not t.done()]
+            for running in interrupted:
+                self._cut(running, "shutdown")
+        still_running = [t for t in (*self._tasks, *self._chores) if not t.done()]
         if still_running:
             await asyncio.wait(still_running, timeout=10)  # recording `interrupted` is quick
         self._tasks = []
@@ -131,10 +172,22 @@ class WorkerPool:
     # -- waking ------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if event.type in _WAKES_WORK:
+        type_ = event.type
+        if type_ is EventType.ENQUEUED:
+            run_at = event.data.get("run_at")
+            due_ms = parse_ts(run_at) if run_at is not None else None
+            if due_ms is not None and due_ms > event.at_ms:
+                self._wake_at(due_ms)  # scheduled: nothing to do before its time
+            else:
+                self._wake_one()
+        elif type_ in _WAKES_WORK:
             self._wake_one()
-        elif event.type is EventType.RETRY_SCHEDULED:
+        elif type_ is EventType.RETRY_SCHEDULED:
             self._wake_at(event.at_ms + event.data["delay_ms"])
+        elif type_ is EventType.CANCELLED and event.from_state is JobState.RUNNING:
+            running = self._attempts.get(event.job_id)
+            if running is not None and running.view.attempts == event.attempt:
+                self._cut(running, "cancelled")
 
     def _on_store_health(self, available: bool) -> None:
         """The store went down: wake one idle worker, whose claims then probe it (with
@@ -158,18 +211,21 @@ class WorkerPool:
                 return
 
     def _wake_at(self, due_ms: int) -> None:
-        if self._stop.is_set():
+        """Make sure a worker wakes by `due_ms`: moves the one timer earlier, never adds one.
+
+        A later due time needs nothing: a worker that parks reads the store's
+        earliest due time (`next_due_ms`) and sets the timer again."""
+        if self._stop.is_set() or (self._due_ms is not None and self._due_ms <= due_ms):
             return
-        loop = asyncio.get_running_loop()
+        if self._due_timer is not None:
+            self._due_timer.cancel()
         delay_s = max(0.0, (due_ms - now_ms()) / 1000)
-        timer: asyncio.TimerHandle
+        self._due_ms = due_ms
+        self._due_timer = asyncio.get_running_loop().call_later(delay_s, self._on_due)
 
-        def fire() -> None:
-            self._timers.discard(timer)
-            self._wake_one()
-
-        timer = loop.call_later(delay_s, fire)
-        self._timers.add(timer)
+    def _on_due(self) -> None:
+        self._due_timer = self._due_ms = None
+        self._wake_one()
 
     async def _wait_for_work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -183,8 +239,7 @@ class WorkerPool:
                 self._idle.remove(fut)
             raise
         if due is not None:
-            until_due = max(0.0, (due - now_ms()) / 1000)
-            timeout = until_due if timeout is None else min(timeout, until_due)
+            self._wake_at(due)
         handle = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
         try:
             await fut
@@ -216,42 +271,149 @@ class WorkerPool:
                 break
             self.busy += 1
             self._running.add(view.id)
+            running = None
             try:
-                await self._attempt(view)
+                running = await self._attempt(view)
             except Exception:
                 log.exception("recording the outcome of %r failed", view.id, extra={"action": "record_error"})
             finally:
-                self._running.discard(view.id)
-                self.busy -= 1
+                if running is None or not running.abandoned:  # an abandoned one was let go already
+                    self._running.discard(view.id)
+                    self.busy -= 1
+            if running is not None and running.abandoned:
+                return  # a fresh worker took this one's place
 
-    async def _attempt(self, view: JobView) -> None:
-        attempt = Attempt(view.id, view.payload, view.attempts, view.max_retries)
-        began = time.monotonic()
+    def _spawn_worker(self) -> None:
+        task = asyncio.create_task(
+            self._work(), name=f"kasp-worker-{len(self._tasks) + len(self._abandoned)}"
+        )
+        self._tasks.append(task)
+
+    async def _attempt(self, view: JobView) -> _Running:
+        """Run the processor for `view`'s attempt and record its outcome (see the module docstring)."""
         worker = asyncio.current_task()
         assert worker is not None
-        self._in_processor.add(worker)
+        timeout_ms = view.timeout_ms if view.timeout_ms is not None else self._attempt_timeout_ms
+        running = _Running(view, worker, time.monotonic(), timeout_ms)
+        if timeout_ms:
+            running.deadline = asyncio.get_running_loop().call_later(
+                timeout_ms / 1000, self._cut, running, "timeout"
+            )
+        self._attempts[view.id] = running
         try:
-            await self._processor(attempt)
-        except asyncio.CancelledError:
-            self._in_processor.discard(worker)
-            event = job.interrupt(view, at_ms=now_ms(), reason="shutdown", duration_ms=_since(began))
-            await self._record(event)
-            raise
-        except Exception as exc:
-            log.debug("attempt %d of %r failed: %r", view.attempts, view.id, exc)
-            event = job.fail(
-                view,
-                error=str(exc) or type(exc).__name__,
-                at_ms=now_ms(),
-                duration_ms=_since(began),
-                policy=self._backoff,
-                rng=self._rng,
+            result = await self._processor(Attempt(view.id, view.payload, view.attempts, view.max_retries))
+        except BaseException as exc:  # whatever a processor raises fails its attempt (SPEC Faults)
+            self._end(running)
+            if running.cut is None and worker.cancelling():
+                running.cut = "shutdown"  # the worker itself is cancelled, from outside the pool
+            if running.cut is None:
+                # Not cut by the pool: a CancelledError the processor raised, or got from
+                # a task it awaited, is a failure like any other.
+                await self._record_failure(running, exc)
+                return running
+            if running.cut == "shutdown" and not running.abandoned:
+                await self._record(self._outcome(running))
+                raise
+        else:
+            self._end(running)
+            if running.cut is None:
+                await self._record_success(running, result)
+                return running
+        # Cut by the pool (timeout or cancel) and the processor is over: the worker goes on.
+        worker.uncancel()
+        if running.abandoned:
+            log.info(
+                "the abandoned attempt %d of %r ended at last",
+                view.attempts,
+                view.id,
+                extra={"action": "abandoned_ended"},
             )
         else:
-            event = job.succeed(view, at_ms=now_ms(), duration_ms=_since(began))
-        finally:
-            self._in_processor.discard(worker)
+            await self._record_cut(running)
+        return running
+
+    def _end(self, running: _Running) -> None:
+        """The processor returned or raised: no more cuts."""
+        if self._attempts.get(running.view.id) is running:
+            del self._attempts[running.view.id]
+        if running.deadline is not None:
+            running.deadline.cancel()
+
+    def _cut(self, running: _Running, reason: CutReason) -> None:
+        """The one way the pool cuts an attempt short: it says why, then cancels the worker
+        (inside the processor); ABANDON_GRACE_S later, a worker still there is abandoned."""
+        if running.cut is not None or self._attempts.get(running.view.id) is not running:
+            return  # cut already, or over
+        running.cut = reason
+        running.worker.cancel()
+        asyncio.get_running_loop().call_later(ABANDON_GRACE_S, self._abandon_if_stuck, running)
+
+    def _abandon_if_stuck(self, running: _Running) -> None:
+        if self._attempts.get(running.view.id) is not running:
+            return  # it ended within the grace period
+        del self._attempts[running.view.id]
+        worker = running.worker
+        running.abandoned = True
+        log.warning(
+            "attempt %d of %r ignored its cancellation (%s) for %.1f s: abandoning its task %s "
+            "and replacing the worker",
+            running.view.attempts,
+            running.view.id,
+            running.cut,
+            ABANDON_GRACE_S,
+            worker.get_name(),
+            extra={"action": "attempt_abandoned"},
+        )
+        worker.cancel()  # once more: a processor that swallowed one cancellation may heed this one
+        if worker in self._tasks:
+            self._tasks.remove(worker)
+        self._abandoned.add(worker)
+        worker.add_done_callback(self._abandoned.discard)
+        self._running.discard(running.view.id)
+        self.busy -= 1
+        chore = asyncio.create_task(self._record_cut(running), name=f"kasp-record-{running.view.id}")
+        self._chores.add(chore)
+        chore.add_done_callback(self._chores.discard)
+        if not self._stop.is_set():
+            self._spawn_worker()
+
+    async def _record_cut(self, running: _Running) -> None:
+        if running.cut == "cancelled":
+            return  # `cancelled` is recorded already: by whoever cancelled the job
+        await self._record(self._outcome(running))
+
+    def _outcome(self, running: _Running) -> Event:
+        """The event that ends an attempt the pool cut for its timeout or for shutdown."""
+        view, duration_ms = running.view, _since(running.began)
+        if running.cut == "timeout":
+            error = f"the attempt ran over its timeout of {running.timeout_ms} ms and was cancelled"
+            return self._failure(view, error, duration_ms, reason="timeout")
+        return job.interrupt(view, at_ms=now_ms(), reason="shutdown", duration_ms=duration_ms)
+
+    async def _record_failure(self, running: _Running, exc: BaseException) -> None:
+        view = running.view
+        log.debug("attempt %d of %r failed: %r", view.attempts, view.id, exc)
+        error = str(exc) or type(exc).__name__
+        await self._record(self._failure(view, error, _since(running.began), reason="error"))
+
+    async def _record_success(self, running: _Running, result: object) -> None:
+        view, duration_ms = running.view, _since(running.began)
+        try:
+            event = job.succeed(view, at_ms=now_ms(), duration_ms=duration_ms, result=result)
+        except InvalidResult as exc:  # not JSON, or over 64 KiB: the attempt failed
+            event = self._failure(view, str(exc), duration_ms, reason="error")
         await self._record(event)
+
+    def _failure(self, view: JobView, error: str, duration_ms: int, *, reason: job.FailureReason) -> Event:
+        return job.fail(
+            view,
+            error=error,
+            at_ms=now_ms(),
+            duration_ms=duration_ms,
+            policy=self._backoff,
+            rng=self._rng,
+            reason=reason,
+        )
 
     async def _record(self, event: Event) -> None:
         """Write an attempt's outcome. Through a store outage it is kept and written again
@@ -262,7 +424,7 @@ class WorkerPool:
                 await self._store.append(event)  # never cancelled: see stop()
             except VersionConflict:
                 log.warning(
-                    "outcome of attempt %s of %r dropped: the job moved on (lease lost?)",
+                    "outcome of attempt %s of %r dropped: the job moved on (cancelled, or its lease lost)",
                     event.attempt,
                     event.job_id,
                     extra={"action": "outcome_dropped"},
