@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from tests.api.test_enqueue import assert_error
 from tests.support.server import RunningServer, job_state, wait_until
@@ -38,6 +39,7 @@ def test_queued_delayed_and_scheduled_jobs_are_cancelled_at_once(make_server: Ma
         assert (cancelled["type"], cancelled["from"], cancelled["attempt"]) == ("cancelled", "queued", None)
     stats = client.get("/stats").json()
     assert (stats["queue"]["depth"], stats["queue"]["delayed"], stats["jobs"]["cancelled"]) == (0, 0, 3)
+    assert post("/jobs/busy/cancel").status_code == 202
 
 
 def test_a_running_job_is_cancelled_and_its_worker_freed_within_2_s(make_server: MakeServer) -> None:
@@ -91,3 +93,28 @@ def test_a_cancelled_job_can_be_retried_and_then_runs(make_server: MakeServer) -
     assert (response.status_code, response.json()) == (202, {"status": "queued", "id": "again"})
     wait_until(lambda: job_state(client, "again") == "done")
     assert _types(client, "again") == ["enqueued", "cancelled", "requeued", "started", "succeeded"]
+
+
+def test_with_two_instances_a_cancel_reaches_the_attempt_wherever_it_runs(
+    store_url: str, make_server: MakeServer
+) -> None:
+    if not store_url.startswith("postgresql"):
+        pytest.skip("only PostgreSQL is shared by several instances")
+    _, a = make_server(workers=1)
+    _, b = make_server(workers=1)
+    for job_id in ("x", "y"):
+        assert a.post("/enqueue", json={"id": job_id, "payload": "forever"}).status_code == 202
+    # One worker each: both instances hold one of them, so of two cancels sent to `a`,
+    # one is for the attempt that `b` runs.
+    wait_until(lambda: job_state(a, "x") == job_state(a, "y") == "running", timeout=10)
+    assert [c.get("/stats").json()["workers"]["busy"] for c in (a, b)] == [1, 1]
+    began = time.monotonic()
+    for job_id in ("x", "y"):
+        assert a.post(f"/jobs/{job_id}/cancel").status_code == 202
+    wait_until(
+        lambda: [c.get("/stats").json()["workers"]["busy"] for c in (a, b)] == [0, 0],
+        timeout=CANCEL_WITHIN_S,
+    )
+    assert time.monotonic() - began < CANCEL_WITHIN_S
+    for job_id in ("x", "y"):
+        assert _types(b, job_id) == ["enqueued", "started", "cancelled"]

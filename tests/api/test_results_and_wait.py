@@ -59,6 +59,7 @@ def test_wait_gives_up_after_its_seconds_with_the_view(client: httpx.Client) -> 
     waited = time.monotonic() - began
     assert response.status_code == 200 and response.json()["state"] == "running"
     assert 5 <= waited < 5 + 1, waited
+    assert client.post("/jobs/never/cancel").status_code == 202
 
 
 def test_several_waiters_are_all_woken_and_a_cancel_ends_a_wait(client: httpx.Client) -> None:
@@ -98,3 +99,36 @@ def test_wait_zero_or_a_fraction_is_fine(client: httpx.Client) -> None:
     assert client.post("/enqueue", json={"id": "j", "payload": "forever"}).status_code == 202
     assert client.get("/jobs/j", params={"wait": "0"}).status_code == 200
     assert client.get("/jobs/j", params={"wait": "0.2"}).json()["state"] in ("queued", "running")
+    assert client.post("/jobs/j/cancel").status_code in (200, 202)
+
+
+def test_with_two_instances_a_wait_is_woken_by_the_other_instance(
+    store_url: str, make_server: MakeServer
+) -> None:
+    if not store_url.startswith("postgresql"):
+        pytest.skip("only PostgreSQL is shared by several instances")
+    _, a = make_server(workers=1)
+    _, b = make_server(workers=1)
+    for job_id in ("hold1", "hold2"):
+        assert a.post("/enqueue", json={"id": job_id, "payload": "forever"}).status_code == 202
+    wait_until(lambda: job_state(a, "hold1") == job_state(a, "hold2") == "running", timeout=10)
+    assert a.post("/enqueue", json={"id": "soon", "payload": "sleep=0.3"}).status_code == 202
+    answers: dict[str, tuple[float, str]] = {}
+
+    def wait(name: str, client: httpx.Client) -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=30) as own:
+            state = own.get("/jobs/soon", params={"wait": 10}).json()["state"]
+            answers[name] = (time.time(), state)
+
+    threads = [threading.Thread(target=wait, args=item) for item in (("a", a), ("b", b))]
+    for thread in threads:
+        thread.start()
+    # Free one instance's worker: `soon` runs there, and one of the two waiters is on the other.
+    assert a.post("/jobs/hold1/cancel").status_code == 202
+    for thread in threads:
+        thread.join(15)
+    finished = parse_ts(a.get("/jobs/soon/events").json()["events"][-1]["at"]) / 1000
+    for name, (answered, state) in answers.items():
+        assert state == "done", name
+        assert answered - finished < WAKE_SLACK_S, f"{name} answered {answered - finished:.3f} s late"
+    assert a.post("/jobs/hold2/cancel").status_code == 202
