@@ -49,6 +49,9 @@ _WAKES_WORK = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTER
 #: close a connection.
 ABANDON_GRACE_S = 1.0
 
+#: A guess: at shutdown, how long interrupted attempts get to record their outcome.
+STOP_RECORD_WAIT_S = 10.0
+
 #: Why the pool cut an attempt short (see the module docstring).
 CutReason = Literal["timeout", "cancelled", "shutdown"]
 
@@ -145,9 +148,14 @@ class WorkerPool:
             )
             for running in interrupted:
                 self._cut(running, "shutdown")
-        still_running = [t for t in (*self._tasks, *self._chores) if not t.done()]
-        if still_running:
-            await asyncio.wait(still_running, timeout=10)  # recording `interrupted` is quick
+        # Recording `interrupted` is quick; a processor that ignores its cancellation is
+        # abandoned after ABANDON_GRACE_S (and its outcome recorded by a chore), so look again.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + STOP_RECORD_WAIT_S
+        while still_running := [t for t in (*self._tasks, *self._chores) if not t.done()]:
+            if loop.time() >= give_up:
+                break
+            await asyncio.wait(still_running, timeout=min(ABANDON_GRACE_S, give_up - loop.time()))
         self._tasks = []
         if self._lease_task is not None:  # only now: attempts kept their leases while finishing
             self._lease_task.cancel()
@@ -284,10 +292,8 @@ class WorkerPool:
                 return  # a fresh worker took this one's place
 
     def _spawn_worker(self) -> None:
-        task = asyncio.create_task(
-            self._work(), name=f"kasp-worker-{len(self._tasks) + len(self._abandoned)}"
-        )
-        self._tasks.append(task)
+        self._spawned += 1
+        self._tasks.append(asyncio.create_task(self._work(), name=f"kasp-worker-{self._spawned}"))
 
     async def _attempt(self, view: JobView) -> _Running:
         """Run the processor for `view`'s attempt and record its outcome (see the module docstring)."""

@@ -105,11 +105,12 @@ def test_json_responses_match_the_documented_schemas(make_server: MakeServer) ->
     # Job control: unknown fields, a bad wait, cancels of every kind, a wait that answers.
     assert check(post("/enqueue", json={"id": "x", "payload": "", "colour": 1}))["field"] == "colour"
     assert check(client.get("/jobs/slow", params={"wait": "abc"}))["field"] == "wait"
-    assert check(post("/jobs/waiting/cancel"))["status"] in ("cancelled", "cancelling")
-    assert check(post("/jobs/waiting/cancel"))["error"] == "invalid_transition"
+    assert check(post("/enqueue", json={"id": "later", "payload": "", "delay_ms": 60_000}))["status"]
+    assert check(post("/jobs/later/cancel"))["status"] == "cancelled"
+    assert check(post("/jobs/later/cancel"))["error"] == "invalid_transition"
     check(post("/jobs/missing/cancel"))
-    assert check(post("/jobs/waiting/retry"))["status"] == "queued"
-    check(client.get("/jobs/waiting", params={"wait": "5"}))
+    assert check(post("/jobs/later/retry"))["status"] == "queued"
+    assert check(client.get("/jobs/later", params={"wait": "5"}))["state"] == "done"
     assert check(post("/enqueue", json={"id": "held", "payload": "forever"}))["status"] == "queued"
     wait_until(lambda: job_state(client, "held") == "running", timeout=10)
     assert check(post("/jobs/held/cancel"))["status"] == "cancelling"
