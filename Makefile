@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium bench bench-stores
+.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium bench bench-stores bench-peers peers-venv
 
 APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
@@ -55,15 +55,35 @@ bench-stores: install
 	bash .ci/start-postgres
 	$(BIN)/python bench/stores.py
 
+## pgqueuer and procrastinate, pinned, in their own virtualenv (never in .venv or pyproject's deps).
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+
+$(PEERS_STAMP): bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers/requirements.txt
+	touch $(PEERS_STAMP)
+
+peers-venv: $(PEERS_STAMP)
+
+## kasp beside pgqueuer and procrastinate: a no-op burn-down of BENCH_PEERS_JOBS (50,000) jobs each,
+## on the same PostgreSQL, alternating, with and without ANALYZE (bench/peers/run.py, bench/README.md).
+bench-peers: install peers-venv
+	bash .ci/start-postgres
+	BENCH_PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python bench/peers/run.py
+
 clean:
-	rm -rf $(VENV) coverage .coverage .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) coverage .coverage .pytest_cache .mypy_cache .ruff_cache
 
 ## Benchmarks print figures, never pass/fail, and are not part of `test`.
 ## `bench`: kasp against its baselines (bench/run.py, wrk installed from Debian when
 ## missing; sizes via BENCH_* variables, see bench/README.md), then every store
-## (bench/stores.py), then the event-stream fan-out (bench/stream_fanout.py).
+## (bench/stores.py), then the event-stream fan-out (bench/stream_fanout.py), then the
+## cost of 10 open dashboards to the engine (bench/dashboards.py).
 bench: install
 	$(BIN)/python -m bench.run
 	bash .ci/start-postgres
 	$(BIN)/python bench/stores.py
 	$(BIN)/python bench/stream_fanout.py
+	$(BIN)/python bench/dashboards.py

@@ -24,13 +24,15 @@ from sanic.http.constants import HTTP
 from sanic.log import LOGGING_CONFIG_DEFAULTS
 
 from service import config as config_module
+from service import inspector
 from service.config import Config, ConfigError
-from service.http import docs, enqueue, events, health, jobs, stats, stream
+from service.http import access, docs, drain, enqueue, events, health, jobs, stats, stream
 from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
 from service.parts import App, Parts, build_parts, parts_of
 from service.processors import load_processor
 from service.store.faults import StoreUnavailable
+from service.ui import routes as dashboard
 
 log = logging.getLogger("kasp")
 
@@ -58,17 +60,24 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
             raise SystemExit(f"kasp: configuration error: {exc}") from None
     _configure_logging(config)
 
-    app = KaspSanic(APP_NAME, error_handler=KaspErrorHandler(), log_config=_log_config(config))
+    app = KaspSanic(
+        APP_NAME,
+        error_handler=KaspErrorHandler(),
+        log_config=_log_config(config),
+        inspector_class=inspector.KaspInspector,
+    )
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.REQUEST_MAX_SIZE = config.max_body_bytes + HEAD_BUDGET_BYTES
     app.config.ACCESS_LOG = config.access_log
     app.config.HOST, app.config.PORT = config.host, config.port
     app.ctx.config = config
     app.ctx.ready = False
-    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes):
+    for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes, dashboard, drain):
         app.blueprint(module.bp)
+    app.on_request(access.check)  # the one access decision for every route (service/http/access.py)
 
     app.main_process_start(_refuse_several_processes)
+    inspector.configure(app, config)
     app.before_server_start(_start)
     app.after_server_start(_mark_ready)
     app.before_server_stop(_drain)

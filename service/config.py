@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -130,6 +130,30 @@ def parse_processor(raw: str, s: Setting) -> str | None:
     return text
 
 
+def parse_secret(raw: str, s: Setting) -> str:
+    """A token: empty means "not set"; never echoed in an error message."""
+    text = raw.strip()
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ConfigError(f"{s.name} must be printable text without spaces")
+    return text
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+
+
+def parse_origins(raw: str, s: Setting) -> tuple[str, ...]:
+    """Comma-separated origins (`scheme://host[:port]`), compared lower-case, no trailing slash."""
+    origins = []
+    for part in raw.split(","):
+        text = part.strip().rstrip("/").lower()
+        if not text:
+            continue
+        if not _ORIGIN.fullmatch(text):
+            raise ConfigError(f"{s.name}: {part.strip()!r} is not an origin like https://app.example.com")
+        origins.append(text)
+    return tuple(origins)
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("WORKERS", "4", parse_int, "worker tasks in the pool", 1, 10_000),
     Setting("QUEUE_SIZE", "64", parse_int, "jobs admitted but not yet started", 1, 10_000_000),
@@ -192,6 +216,33 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "INFO", parse_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     Setting("ACCESS_LOG", "0", parse_bool, "log every HTTP request (off by default: it costs throughput)"),
     Setting(
+        "API_TOKEN",
+        "",
+        parse_secret,
+        "when set, the acting endpoints and dashboard actions need `Authorization: Bearer <API_TOKEN>`",
+    ),
+    Setting(
+        "READ_TOKEN",
+        "",
+        parse_secret,
+        "when set, the reading endpoints and the dashboard need this token or API_TOKEN",
+    ),
+    Setting(
+        "ALLOWED_ORIGINS",
+        "",
+        parse_origins,
+        "comma-separated origins whose browser pages may call the acting endpoints (others get 403)",
+    ),
+    Setting(
+        "INSPECTOR",
+        "0",
+        parse_bool,
+        "1 starts Sanic's Inspector on localhost (manager mode only) with kasp's `sanic inspect` commands",
+    ),
+    Setting(
+        "INSPECTOR_PORT", "6457", parse_int, "the Inspector's port on localhost (Sanic's default)", 1, 65_535
+    ),
+    Setting(
         "STREAM_HEARTBEAT",
         "15",
         parse_seconds,
@@ -230,6 +281,12 @@ class Config:
     attempt_timeout_ms: int = 300_000
     log_level: str = "INFO"
     access_log: bool = False
+    #: tokens stay out of repr(), so a logged Config never shows them
+    api_token: str = field(default="", repr=False)
+    read_token: str = field(default="", repr=False)
+    allowed_origins: tuple[str, ...] = ()
+    inspector: bool = False
+    inspector_port: int = 6457
     stream_heartbeat: float = 15.0
     stream_send_timeout: float = 10.0
 

@@ -18,6 +18,7 @@ from typing import Any
 from domain.states import EventType, JobState
 from service.http import events as events_http
 from service.http import jobs as jobs_http
+from service.http.access import ACT, LOGIN, OPEN, READ, Access
 from service.http.enqueue import (
     ID_PATTERN,
     MAX_DELAY_MS,
@@ -582,18 +583,200 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
 }
 
+#: an operation may name its level (the dashboard's do); the drift test holds this to the routes
+ACCESS_KEY = "x-kasp-access"
+_PAGE = {"description": "the page (HTML)", "content": {"text/html": {"schema": {"type": "string"}}}}
+_FRAGMENT = {
+    "description": "an HTML fragment the page swaps in when an event concerns it (htmx)",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+
+
+def _redirect(description: str, location: str, **headers: Any) -> dict[str, Any]:
+    """A redirect: an empty body (Sanic labels it text/html) and its Location."""
+    return {
+        "description": description,
+        "headers": {"Location": _header(location), **headers},
+        "content": {"text/html": {"schema": {"type": "string", "maxLength": 0}}},
+    }
+
+
+_TO_LOGIN = _redirect(
+    "a token is needed and the session has none (or a wrong one): to /ui/login", "`/ui/login?next=...`"
+)
+
+
+def _page(summary: str, **extra: Any) -> dict[str, Any]:
+    return {"tags": ["dashboard"], "summary": summary, "responses": {"200": _PAGE, "303": _TO_LOGIN}, **extra}
+
+
+def _fragment(summary: str, **extra: Any) -> dict[str, Any]:
+    return {"tags": ["dashboard"], "summary": summary, "responses": {"200": _FRAGMENT}, **extra}
+
+
+# The dashboard (service/ui/routes.py): pages for people, kept live over /events/stream.
+OPERATIONS.update(
+    {
+        ("post", "/drain"): {
+            "tags": ["operations"],
+            "summary": "Stop taking new work, as SIGTERM does, without exiting",
+            "description": "What `sanic inspect kasp_drain` calls. From now on POST /enqueue and /readyz "
+            "answer 503 and no new attempt starts; running attempts finish (or are interrupted after "
+            "SHUTDOWN_TIMEOUT); reads keep working until the process is stopped.",
+            "responses": {
+                "202": {
+                    "description": "draining",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status", "running"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["draining"]},
+                                    "running": {"type": "integer", "minimum": 0},
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        },
+        ("get", "/"): {
+            "tags": ["dashboard"],
+            "summary": "Leads to the dashboard",
+            ACCESS_KEY: OPEN.value,
+            "responses": {"302": _redirect("to the dashboard", "`/ui/`")},
+        },
+        ("get", "/ui/"): _page("Overview: jobs by state, queue, workers, throughput chart, live events"),
+        ("get", "/ui/fragments/counters"): _fragment("The overview's counters"),
+        ("get", "/ui/jobs"): _page(
+            "Jobs: filtered by state, searched by id, paged with the API's cursor",
+            parameters=[
+                _query("state", "only jobs in this state", {"type": "string", "enum": _STATES}),
+                _query("q", "an exact job id", {"type": "string"}),
+                _query("cursor", "where the page starts", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+            ],
+        ),
+        ("get", "/ui/jobs/{job_id}"): _page(
+            "One job: every field, its timeline and the state diagram",
+            parameters=[_path("job_id", "the job's id", _JOB_ID)],
+        ),
+        ("get", "/ui/jobs/{job_id}/panel"): _fragment(
+            "The job page's live part", parameters=[_path("job_id", "the job's id", _JOB_ID)]
+        ),
+        ("get", "/ui/failures"): _page("Failed jobs grouped by last error, with Retry"),
+        ("get", "/ui/fragments/failures"): _fragment("The failures page's groups"),
+        ("get", "/ui/enqueue"): _page("The Enqueue form (it sends POST /enqueue)"),
+        ("get", "/ui/login"): {
+            "tags": ["dashboard"],
+            "summary": "The token form (when API_TOKEN or READ_TOKEN is set)",
+            ACCESS_KEY: LOGIN.value,
+            "responses": {
+                "200": _PAGE,
+                "303": _redirect("no token is configured: to the dashboard", "`next`"),
+            },
+        },
+        ("post", "/ui/login"): {
+            "tags": ["dashboard"],
+            "summary": "Check a token and keep it in the session cookie (HttpOnly, SameSite=Strict)",
+            ACCESS_KEY: LOGIN.value,
+            "requestBody": {
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"token": {"type": "string"}, "next": {"type": "string"}},
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "303": _redirect("signed in: to `next`", "`next`", **{"Set-Cookie": _header("the session")}),
+                "401": {**_PAGE, "description": "not a valid token: the form again, with the error"},
+            },
+        },
+        ("post", "/ui/logout"): {
+            "tags": ["dashboard"],
+            "summary": "Forget the session cookie",
+            ACCESS_KEY: LOGIN.value,
+            "responses": {"303": _redirect("signed out: to the login", "`/ui/login`")},
+        },
+        ("get", "/ui/static/{name}"): {
+            "tags": ["dashboard"],
+            "summary": "The dashboard's scripts and styles (vendored htmx, its SSE extension, uPlot)",
+            ACCESS_KEY: OPEN.value,
+            "parameters": [_path("name", "file path, e.g. `vendor/htmx.org/htmx.min.js`")],
+            "responses": {
+                "200": _body("text/javascript text/css", "the file"),
+                "404": _error("no such file"),
+            },
+        },
+    }
+)
+
 TAGS = [
     {"name": "jobs", "description": "Admit, read, wait for, cancel and retry jobs"},
     {"name": "events", "description": "The event log every job's state is a projection of"},
     {"name": "operations", "description": "Probes, counters and metrics"},
     {"name": "docs", "description": "This document, Swagger UI and the documentation page"},
+    {"name": "dashboard", "description": "The live web dashboard for people (HTML)"},
 ]
+
+
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # SPEC.md, Access: they stay open
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "API_TOKEN (acting and reading) or READ_TOKEN (reading); needed only when set. "
+        "The dashboard sends the same token in its HttpOnly session cookie.",
+    }
+}
+_UNAUTHORIZED = _error(
+    "a token is needed (API_TOKEN / READ_TOKEN is set) and none or a wrong one was sent",
+    {"WWW-Authenticate": _header("`Bearer`")},
+)
+_ACCESS_RESPONSES: dict[Access, dict[str, Any]] = {
+    OPEN: {},
+    LOGIN: {"403": _error("a cross-site request (Sec-Fetch-Site or Origin) not in ALLOWED_ORIGINS")},
+    READ: {"401": _UNAUTHORIZED},
+    ACT: {
+        "401": _UNAUTHORIZED,
+        "403": _error(
+            "the read token cannot act, or a cross-site browser request "
+            "whose origin is not in ALLOWED_ORIGINS"
+        ),
+        "415": _error("a non-empty body without `Content-Type: application/json`"),
+    },
+}
+
+
+def access_level(method: str, path: str, operation: dict[str, Any]) -> Access:
+    """The level service/http/access.py applies to this operation's route."""
+    if ACCESS_KEY in operation:
+        return Access(operation[ACCESS_KEY])
+    if path in _OPEN_PATHS or "docs" in operation.get("tags", ()):
+        return OPEN
+    return READ if method in ("get", "head") else ACT
+
+
+def _with_access(method: str, path: str, operation: dict[str, Any]) -> dict[str, Any]:
+    level = access_level(method, path, operation)
+    operation = {k: v for k, v in operation.items() if k != ACCESS_KEY}
+    if level in (READ, ACT):
+        operation["security"] = [{"bearer": []}, {}]  # {}: no token while none is configured
+    added = _ACCESS_RESPONSES[level]
+    if "303" in operation["responses"]:  # a dashboard page sends people to the login, not a 401
+        added = {k: v for k, v in added.items() if k != "401"}
+    operation["responses"] = {**added, **operation["responses"]}
+    return operation
 
 
 @cache
 def _document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for (method, path), operation in OPERATIONS.items():
+    for (method, path), documented in OPERATIONS.items():
+        operation = _with_access(method, path, documented)
         operation_id = (
             method
             + "_"
@@ -612,7 +795,7 @@ def _document() -> dict[str, Any]:
         },
         "tags": TAGS,
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -20,6 +20,7 @@ from sanic import Blueprint, HTTPResponse, Request, raw
 from sanic.exceptions import NotFound
 from swagger_ui_bundle import swagger_ui_path
 
+from service.http.access import OPEN
 from service.openapi import document_bytes
 from service.parts import App
 
@@ -118,31 +119,31 @@ def _send(
     return raw(asset.body, content_type=asset.content_type, headers={"Cache-Control": cache_control})
 
 
-@bp.get("/openapi.json")
+@bp.get("/openapi.json", ctx_access=OPEN)
 async def openapi_json(request: Request) -> HTTPResponse:
     return raw(document_bytes(), content_type="application/json")
 
 
-@bp.get("/swagger/")
+@bp.get("/swagger/", ctx_access=OPEN)
 async def swagger_ui(request: Request) -> HTTPResponse:
     return _send(request.app.ctx.docs_site.swagger_page)
 
 
-@bp.get("/swagger/<asset:str>")
+@bp.get("/swagger/<asset:str>", ctx_access=OPEN)
 async def swagger_asset(request: Request, asset: str) -> HTTPResponse:
     return _send(request.app.ctx.docs_site.swagger_assets.get(asset), cache_control=ASSET_CACHE)
 
 
-@bp.get("/docs/")
+@bp.get("/docs/", ctx_access=OPEN)
 async def docs_page(request: Request) -> HTTPResponse:
     return _send(request.app.ctx.docs_site.docs_page, missing=MISSING_DOCS)
 
 
-@bp.get(f"/docs/{DOCUMENTATION}")
+@bp.get(f"/docs/{DOCUMENTATION}", ctx_access=OPEN)
 async def docs_source(request: Request) -> HTTPResponse:
     return _send(request.app.ctx.docs_site.docs_source, missing=MISSING_DOCS)
 
 
-@bp.get("/docs/<asset:str>")
+@bp.get("/docs/<asset:str>", ctx_access=OPEN)
 async def docs_asset(request: Request, asset: str) -> HTTPResponse:
     return _send(request.app.ctx.docs_site.docs_assets.get(asset))

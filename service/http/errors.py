@@ -14,6 +14,7 @@ from sanic.handlers import ErrorHandler
 
 from domain.errors import InvalidTransition, JobConflict, QueueFull, UnknownJob, VersionConflict
 from service.engine import Draining
+from service.http.access import CrossSite, NotJson, NotPermitted, Unauthenticated
 from service.store.faults import RETRY_AFTER_S as RETRY_AFTER_STORE_S
 from service.store.faults import StoreUnavailable
 
@@ -32,10 +33,6 @@ class InvalidRequest(Exception):
         self.field = field
 
 
-class UnsupportedMediaType(Exception):
-    """The request body is declared as something other than JSON."""
-
-
 class PayloadTooLarge(Exception):
     """The request body is larger than MAX_BODY_BYTES."""
 
@@ -43,12 +40,15 @@ class PayloadTooLarge(Exception):
 # class -> (status, code, extra headers)
 _TABLE: dict[type[BaseException], tuple[int, str, dict[str, str]]] = {
     InvalidRequest: (400, "invalid_request", {}),
+    Unauthenticated: (401, "unauthorized", {"WWW-Authenticate": "Bearer"}),
+    NotPermitted: (403, "forbidden", {}),
+    CrossSite: (403, "cross_site", {}),
     UnknownJob: (404, "not_found", {}),
     JobConflict: (409, "conflict", {}),
     InvalidTransition: (409, "invalid_transition", {}),
     VersionConflict: (409, "version_conflict", {}),
     PayloadTooLarge: (413, "payload_too_large", {}),
-    UnsupportedMediaType: (415, "unsupported_media_type", {}),
+    NotJson: (415, "unsupported_media_type", {}),
     QueueFull: (429, "queue_full", {"Retry-After": str(RETRY_AFTER_FULL_S)}),
     Draining: (503, "shutting_down", {"Retry-After": str(RETRY_AFTER_DRAINING_S)}),
     # Logged once per outage by the store's health record, not per request.

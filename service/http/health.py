@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request, json
 
+from service.http.access import OPEN
+
 bp = Blueprint("health")
 
 
-@bp.get("/healthz")
+@bp.get("/healthz", ctx_access=OPEN)
 async def healthz(request: Request) -> HTTPResponse:
     return json({"status": "ok"})
 
 
-@bp.get("/readyz")
+@bp.get("/readyz", ctx_access=OPEN)
 async def readyz(request: Request) -> HTTPResponse:
     parts = getattr(request.app.ctx, "parts", None)  # absent until the store is open
     if parts is not None and not parts.engine.accepting:

@@ -6,13 +6,14 @@ from prometheus_client.exposition import choose_encoder
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import raw
 
+from service.http.access import OPEN
 from service.metrics import Levels
 from service.parts import parts_of
 
 bp = Blueprint("metrics")
 
 
-@bp.get("/metrics")
+@bp.get("/metrics", ctx_access=OPEN)
 async def metrics(request: Request) -> HTTPResponse:
     ctx = parts_of(request)
     stats = await ctx.store.stats()

@@ -1,0 +1,1 @@
+"""`make bench-peers`: kasp beside pgqueuer and procrastinate on the same PostgreSQL."""
