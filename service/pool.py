@@ -45,6 +45,8 @@ from service.store.faults import PROBE_BACKOFF, StoreUnavailable
 log = logging.getLogger("kasp.pool")
 
 _WAKES_WORK = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
+#: Events the pool's listener ignores: everything but the above, a retry and a cancel.
+_QUIET = frozenset(EventType) - _WAKES_WORK - {EventType.RETRY_SCHEDULED, EventType.CANCELLED}
 
 #: A guess: how long a cut-off processor gets to end after its CancelledError before its
 #: task is abandoned. Well under SPEC's 2 s for a cancel, long enough for a `finally` to
@@ -188,6 +190,8 @@ class WorkerPool:
 
     def _on_event(self, event: Event) -> None:
         type_ = event.type
+        if type_ in _QUIET:  # most events (started, succeeded, ...) need nothing: one set lookup
+            return
         if type_ is EventType.ENQUEUED:
             run_at = event.data.get("run_at")
             due_ms = parse_ts(run_at) if run_at is not None else None
@@ -330,7 +334,13 @@ class WorkerPool:
         else:
             self._end(running)
             if running.cut is None:
-                await self._record_success(running, result)
+                # Inline, not a helper coroutine: this is the hot path (one per job).
+                duration_ms = _since(running.began)
+                try:
+                    event = job.succeed(view, at_ms=now_ms(), duration_ms=duration_ms, result=result)
+                except InvalidResult as exc:  # not JSON, or over 64 KiB: the attempt failed
+                    event = self._failure(view, str(exc), duration_ms, reason="error")
+                await self._record(event)
                 return running
         # Cut by the pool (timeout or cancel) and the processor is over: the worker goes on.
         worker.uncancel()
@@ -431,14 +441,6 @@ class WorkerPool:
         log.debug("attempt %d of %r failed: %r", view.attempts, view.id, exc)
         error = str(exc) or type(exc).__name__
         await self._record(self._failure(view, error, _since(running.began), reason="error"))
-
-    async def _record_success(self, running: _Running, result: object) -> None:
-        view, duration_ms = running.view, _since(running.began)
-        try:
-            event = job.succeed(view, at_ms=now_ms(), duration_ms=duration_ms, result=result)
-        except InvalidResult as exc:  # not JSON, or over 64 KiB: the attempt failed
-            event = self._failure(view, str(exc), duration_ms, reason="error")
-        await self._record(event)
 
     def _failure(self, view: JobView, error: str, duration_ms: int, *, reason: job.FailureReason) -> Event:
         return job.fail(
