@@ -25,6 +25,7 @@ MAX_TIMEOUT_MS = 86_400_000  # a day
 MAX_DELAY_MS = 31_536_000_000  # a year of 365 days: delay_ms's bound, and how far ahead run_at may be
 #: Every field an enqueue body may hold (SPEC: unknown fields are refused, naming the field).
 FIELDS = ("id", "payload", "max_retries", "priority", "timeout_ms", "run_at", "delay_ms")
+_KNOWN = frozenset(FIELDS)
 #: RFC 3339 date-time (section 5.6): the offset is required, `T`/`Z` in either case, a space
 #: for `T` allowed (the RFC's note); fromisoformat then checks the numbers are a real time.
 RFC3339 = re.compile(
@@ -87,7 +88,7 @@ def parse_job(doc: dict[str, Any], *, now_ms: int) -> JobRequest:
     """The job a decoded /enqueue body (or one item of a batch) asks for, or InvalidRequest
     naming the first field at fault. `now_ms` resolves `delay_ms` and bounds `run_at`."""
     for name in doc:
-        if name not in FIELDS:
+        if name not in _KNOWN:
             raise InvalidRequest(
                 f"unknown field {name!r}; an enqueue body has only {', '.join(FIELDS)}",
                 field=name,
