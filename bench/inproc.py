@@ -22,15 +22,13 @@ from typing import Any
 import uvloop
 
 from bench.baselines.shared_machine import BareQueue
-from domain.backoff import Backoff
 from domain.events import Event
 from domain.processor import Attempt, Processor, SimulatedProcessor
 from domain.states import EventType
 from service.clock import now_ms
-from service.engine import Engine, JobRequest
-from service.pool import WorkerPool
-from service.store.memory import MemoryStore
-from service.waiters import JobWaiters
+from service.config import Config
+from service.engine import JobRequest
+from service.parts import Parts, build_parts
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _FINISHING = frozenset({EventType.SUCCEEDED, EventType.FAILED})
@@ -102,22 +100,18 @@ def noop_processor() -> Processor:
     return SimulatedProcessor(min_ms=0, max_ms=0, error_rate=0)
 
 
-def kasp_parts(
-    *, retain: int, capacity: int, workers: int, processor: Processor
-) -> tuple[MemoryStore, Engine, WorkerPool]:
-    store = MemoryStore(retain_finished=retain)
-    engine = Engine(store, capacity=capacity, clock=now_ms)
-    # 300000: ATTEMPT_TIMEOUT_MS's default (SPEC), so every attempt carries its deadline timer.
-    pool = WorkerPool(
-        store, processor, size=workers, backoff=Backoff(100, 10_000), attempt_timeout_ms=300_000
-    )
-    return store, engine, pool
+async def kasp_parts(*, retain: int, capacity: int, workers: int, processor: Processor) -> Parts:
+    """kasp as the service builds it (service/parts.py: store, engine, pool, and the feed and
+    metrics listening to the store), on the memory store, with the service's other defaults."""
+    config = Config(store="memory", retain_finished=retain, queue_size=capacity, workers=workers)
+    return await build_parts(config, processor=processor)
 
 
 async def feed_kasp(feeder: Feeder, *, retain: int, workers: int) -> None:
-    store, engine, pool = kasp_parts(
+    parts = await kasp_parts(
         retain=retain, capacity=feeder.n + 1, workers=workers, processor=noop_processor()
     )
+    store, engine, pool = parts.store, parts.engine, parts.pool
 
     def count(event: Event) -> None:
         if event.type in _FINISHING:
@@ -179,9 +173,10 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
             samples[finished] = rss_bytes()
 
     # One store for warm-up and run, so the per-job figure excludes start-up costs.
-    store, eng, pool = kasp_parts(
+    parts = await kasp_parts(
         retain=args.retain, capacity=args.jobs + 2_000, workers=args.workers, processor=noop_processor()
     )
+    store, eng, pool = parts.store, parts.engine, parts.pool
     current = [warm]
 
     def count(event: Event) -> None:
@@ -248,7 +243,8 @@ async def utilisation(args: argparse.Namespace) -> dict[str, Any]:
     """Completed attempts/s ÷ (WORKERS ÷ mean work time), measured while a backlog waits."""
     backlog = args.backlog_per_worker * args.workers
     work = TimedWork(min_ms=args.work_min_ms, max_ms=args.work_max_ms, error_rate=args.error_rate)
-    store, eng, pool = kasp_parts(retain=10**9, capacity=backlog + 1, workers=args.workers, processor=work)
+    parts = await kasp_parts(retain=10**9, capacity=backlog + 1, workers=args.workers, processor=work)
+    store, eng, pool = parts.store, parts.engine, parts.pool
     for i in range(backlog):
         await eng.enqueue(JobRequest(f"job-{i}", payload_for(i), args.max_retries))
     began = time.monotonic()
@@ -282,7 +278,8 @@ async def utilisation(args: argparse.Namespace) -> dict[str, Any]:
 async def scheduled(args: argparse.Namespace) -> dict[str, Any]:
     """Memory per scheduled job, and the process's CPU while they all wait (SPEC: a scheduled
     job holds no worker; issue 9: no timer and no query per job)."""
-    store, eng, pool = kasp_parts(retain=10**9, capacity=1, workers=args.workers, processor=noop_processor())
+    parts = await kasp_parts(retain=10**9, capacity=1, workers=args.workers, processor=noop_processor())
+    store, eng, pool = parts.store, parts.engine, parts.pool
     pool.start()
     await asyncio.sleep(0)  # the workers park
     gc.collect()
@@ -319,11 +316,10 @@ async def scheduled(args: argparse.Namespace) -> dict[str, Any]:
 async def engine_with_waiters(args: argparse.Namespace) -> dict[str, Any]:
     """The engine scenario with `--waiters` long-polls held open (GET /jobs/{id}?wait=60)
     on jobs that do not finish during the run, as request/reply clients would hold them."""
-    store, eng, pool = kasp_parts(
+    parts = await kasp_parts(
         retain=args.retain, capacity=args.jobs + args.waiters + 1, workers=4, processor=noop_processor()
     )
-    waiters = JobWaiters()
-    store.add_listener(waiters.on_event)
+    store, eng, pool, waiters = parts.store, parts.engine, parts.pool, parts.waiters
     feeder = Feeder(args.jobs, args.window)
 
     def count(event: Event) -> None:

@@ -1,7 +1,8 @@
 """`make bench-stores`: what durability costs, store by store.
 
 For each store (memory, SQLite, PostgreSQL with one and with two Sanic
-worker processes) this starts kasp with a no-op processor
+worker processes) this starts kasp itself (the Sanic CLI: `create_app`, whose
+parts come from `service/parts.py` build_parts) with a no-op processor
 (WORK_MIN_MS=0 WORK_MAX_MS=0 ERROR_RATE=0), drives POST /enqueue with wrk
 for BENCH_SECONDS, waits until every accepted job is done, and prints:
 

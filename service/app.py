@@ -2,20 +2,19 @@
 
 Start:  before_server_start builds the store, engine and pool (unnamed tasks, so
         Sanic's signal handling does not cancel them), after_server_start marks ready.
-Stop:   before_server_stop runs while the listener still answers: /enqueue and
-        /readyz say 503 at once, running attempts finish (or are interrupted after
-        SHUTDOWN_TIMEOUT), then Sanic closes the server. See docs/ and
+Stop:   kasp's own signal handler (service/shutdown.py) drains while the listener
+        still answers: /enqueue and /readyz say 503 at once, running attempts finish
+        (or are interrupted after SHUTDOWN_TIMEOUT), streams end; then it asks Sanic
+        to stop, and before_server_stop finds the drain done. See docs/DESIGN.md and
         shared/notes/sanic-transitions.md §1-2 for the order this relies on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
-import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,8 +28,9 @@ from service.config import Config, ConfigError
 from service.http import access, docs, drain, enqueue, events, health, jobs, stats, stream
 from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
-from service.parts import App, Parts, build_parts, parts_of
+from service.parts import App, build_parts, parts_of
 from service.processors import load_processor
+from service.shutdown import Shutdown, relay_signals
 from service.store.faults import StoreUnavailable
 from service.ui import routes as dashboard
 
@@ -77,6 +77,7 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     app.on_request(access.check)  # the one access decision for every route (service/http/access.py)
 
     app.main_process_start(_refuse_several_processes)
+    app.main_process_ready(relay_signals)
     inspector.configure(app, config)
     app.before_server_start(_start)
     app.after_server_start(_mark_ready)
@@ -111,7 +112,7 @@ async def _start(app: App) -> None:
         raise SystemExit(f"kasp: {exc}") from None
     app.ctx.parts = parts
     parts.pool.start()
-    app.ctx.drain_task = None
+    app.ctx.shutdown = Shutdown(app, parts, manager_mode=hasattr(app, "multiplexer"))
     log.info(
         "kasp started: %d workers, queue %d, store %s",
         config.workers,
@@ -127,68 +128,23 @@ def _mark_ready(app: App) -> None:
     # process: moved out of the collector's sight, it no longer lengthens every full
     # collection on the request path (docs/PERFORMANCE.md).
     gc.freeze()
+    app.ctx.shutdown.take_over_signals()
     app.ctx.ready = True
 
 
 async def _drain(app: App) -> None:
-    # A second signal re-runs this listener concurrently: share one drain.
-    if app.ctx.drain_task is None:
-        app.ctx.drain_task = asyncio.ensure_future(_drain_once(app))
-    await asyncio.shield(app.ctx.drain_task)
-
-
-async def _drain_once(app: App) -> None:
-    parts = parts_of(app)
-    config = parts.config
-    parts.engine.accepting = False
-    force = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Sanic removed its handlers; a second signal means "stop waiting". Outside the
-        # main thread (the threaded test server) there are no signals to handle.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, force.set)
-    log.info(
-        "shutting down: no new jobs; waiting up to %.1f s for %d running attempts",
-        config.shutdown_timeout,
-        parts.pool.busy,
-        extra={"action": "shutdown_begin"},
-    )
-    try:
-        await parts.pool.stop(timeout_s=config.shutdown_timeout, force=force)
-        await _report_drain(parts)
-    finally:
-        # After the pool, so streams still carry the drain's own events; in `finally`
-        # so a failing drain never leaves streams holding the exit open. Long-polls
-        # (?wait=) answer with the job as it is, for the same reason.
-        parts.feed.close()
-        parts.waiters.close()
-
-
-async def _report_drain(parts: Parts) -> None:
-    outcomes = parts.pool.recorded_while_draining
-    log.info(
-        "drained: %d attempts ended during shutdown%s%s",
-        len(outcomes),
-        ": " if outcomes else "",
-        ", ".join(f"{e.job_id}#{e.attempt} {e.type.value}" for e in outcomes),
-        extra={"action": "shutdown_outcomes"},
-    )
-    unfinished = await parts.store.unfinished_job_ids()
-    if unfinished and parts.config.store_kind == "memory":
-        log.warning(
-            "exiting with %d unfinished jobs, lost with the memory store: %s",
-            len(unfinished),
-            " ".join(unfinished),
-            extra={"action": "shutdown_unfinished"},
-        )
-    elif unfinished:
-        log.info(
-            "%d unfinished jobs stay in the store and resume on the next start",
-            len(unfinished),
-            extra={"action": "shutdown_unfinished"},
-        )
-    log.info("worker pool stopped", extra={"action": "shutdown_drained"})
+    """before_server_stop: the drain a signal began (usually done by now), or one begun here
+    when Sanic stops for another reason (the threaded test server, a signal that came
+    before after_server_start)."""
+    shutdown: Shutdown = app.ctx.shutdown
+    # Sanic removed its signal handlers (and so ours) before this listener: handle the
+    # signals still to come (main's relay in manager mode, a second Ctrl-C) the same way.
+    shutdown.take_over_signals()
+    # A second signal re-runs this listener concurrently (notes §1): both share one drain.
+    await asyncio.shield(shutdown.begin(stop_server=False))
+    # Every stream has ended; what is left (idle keep-alive connections, a slow reader's
+    # aborted socket, a request still in flight) gets what remains of the exit budget.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = shutdown.close_budget_s()
 
 
 async def _close(app: App) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from domain.events import Event
 
 FORMAT_CACHE_BYTES = 4 * 1024 * 1024  # a guess: a few pages of recent messages, shared by all subscribers
-CLOSE_FLUSH_S = 1.0  # a guess: at shutdown, time a stream gets to send what it has not yet sent
+CLOSE_GRACE_S = 0.2  # a guess: one store read or one scheduled step of a stream, on a busy machine
 
 
 @dataclass(eq=False, slots=True)
@@ -52,6 +52,7 @@ class EventFeed:
         self._fire_scheduled = False
         self._formatted: dict[int, bytes] = {}
         self._formatted_bytes = 0
+        self._all_ended: asyncio.Future[None] | None = None  #: resolved when closing leaves no stream
 
     # -- the store listener: on the append path, so O(1) and allocation-free mostly
 
@@ -87,6 +88,9 @@ class EventFeed:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
+        ended = self._all_ended
+        if not self.subscriptions and ended is not None and not ended.done():
+            ended.set_result(None)
 
     def format(self, event: Event) -> bytes:
         """The SSE message of one event, built once however many subscribers send it."""
@@ -105,18 +109,28 @@ class EventFeed:
 
     # -- shutdown ----------------------------------------------------------
 
-    def close(self) -> None:
-        """Tell every stream to send what it has not yet sent and end, within CLOSE_FLUSH_S.
+    async def close(self, *, flush_until: float) -> None:
+        """Tell every stream to send what it has not yet sent and end by `flush_until` (loop
+        time), and wait until they have: a stream still open when Sanic closes the server
+        would hold the exit for GRACEFUL_SHUTDOWN_TIMEOUT (notes §5).
 
         Called once the pool has stopped, so the drain's own events (outcomes,
-        `interrupted`) still reach subscribers that keep up."""
+        `interrupted`) still reach subscribers that keep up. A subscriber that does not
+        take its data by then is dropped (service/http/stream.py `_abandon`)."""
         self.closing = True
-        self.close_deadline = self._loop.time() + CLOSE_FLUSH_S
+        self.close_deadline = flush_until
         self._fire()
         for subscription in self.subscriptions:
             deadline = subscription.send_deadline
-            if deadline is not None and (deadline.when() or 0) > self.close_deadline:
-                deadline.reschedule(self.close_deadline)
+            if deadline is not None and (deadline.when() or 0) > flush_until:
+                deadline.reschedule(flush_until)
+        if not self.subscriptions:
+            return
+        self._all_ended = self._loop.create_future()
+        # A stream notices the deadline at its next step (a send times out at it; a read
+        # returns): CLOSE_GRACE_S covers that last step.
+        timeout = max(0.0, flush_until - self._loop.time()) + CLOSE_GRACE_S
+        await asyncio.wait((self._all_ended,), timeout=timeout)
 
     def send_deadline(self, timeout_s: float) -> float:
         """Loop time by which a send started now must be done."""

@@ -123,6 +123,8 @@ class WorkerPool:
 
         `force` (set by a second signal) ends the wait early.
         """
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         self._stop_deadline = time.monotonic() + timeout_s
         self._stop.set()
         if self._due_timer is not None:
@@ -146,10 +148,14 @@ class WorkerPool:
         # no asyncio.shield, which cost a Task per job (docs/PERFORMANCE.md).
         interrupted = list(self._attempts.values())
         if interrupted:
+            forced = force is not None and force.is_set()
             log.warning(
-                "%d attempts still running after %.1f s; interrupting them",
+                "%d attempts still running %.1f s into the shutdown (%s); interrupting them",
                 len(interrupted),
-                timeout_s,
+                loop.time() - began,
+                "a second signal forced the stop"
+                if forced
+                else f"SHUTDOWN_TIMEOUT of {timeout_s:g} s reached",
                 extra={"action": "pool_interrupt"},
             )
             for running in interrupted:

@@ -56,11 +56,17 @@ def store_url_for(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) ->
     return url
 
 
-@pytest.fixture
-def store_url() -> str:
-    """The STORE a test's server uses: memory, unless a folder's conftest runs its tests
-    once per store (tests/api and tests/durable do)."""
-    return "memory"
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    """The STORE a test's server uses: every test that talks to a store runs on each of
+    STORES. A test that cannot says why, in one line: `@one_store("why")`."""
+    return store_url_for(request, tmp_path)
+
+
+def one_store(reason: str) -> pytest.MarkDecorator:
+    """Run a test on the memory store only; `reason` says why it cannot run on the others."""
+    assert reason, "say why the test cannot run on every store"
+    return pytest.mark.parametrize("store_url", ["memory"], indirect=True)
 
 
 @pytest.fixture

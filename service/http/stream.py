@@ -49,6 +49,9 @@ CHUNK_BYTES = 64 * 1024
 BATCH_S = 0.025
 RETRY_MS = 1000  # reconnect delay advertised to EventSource clients (a guess)
 DROP_FLUSH_S = 1.0  # how long a dropped stream's last message may wait to leave before the socket is aborted
+# At shutdown the stream already had its flush time (service/shutdown.py STREAM_FLUSH_S): a
+# subscriber that took nothing in it is aborted at once, so it never holds the exit.
+SHUTDOWN_DROP_FLUSH_S = 0.05
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of a live stream
 _SEQ_TEXT = re.compile(r"[0-9]{1,18}")
 
@@ -252,7 +255,8 @@ class _Stream:
             return
         transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(message), message))
         # Sanic's protocol closes gracefully and aborts if the buffer is still full after the timeout.
-        cast(SanicProtocol, transport.get_protocol()).close(timeout=DROP_FLUSH_S)
+        flush_s = SHUTDOWN_DROP_FLUSH_S if reason == "shutdown" else DROP_FLUSH_S
+        cast(SanicProtocol, transport.get_protocol()).close(timeout=flush_s)
 
     def _transport(self) -> asyncio.Transport | None:
         # Sanic types it as its own TransportProtocol; it is the asyncio (or uvloop) transport.

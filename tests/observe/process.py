@@ -15,12 +15,12 @@ DEFAULTS = {"PROCESSOR": "tests.support.processors:scripted"}
 
 
 @contextmanager
-def service_process(env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
-    """Start kasp (single process) and wait until ready; kill what is left on exit.
+def service_process(env: dict[str, str], tmp_path: Path, store_url: str) -> Iterator[ServiceProcess]:
+    """Start kasp (single process) on `store_url` and wait until ready; kill what is left on exit.
 
     /readyz answers 200 only once after_server_start has run, which Sanic does after
     installing its signal handlers (notes §1): from then on a signal is safe to send."""
-    service = ServiceProcess(env, tmp_path / "kasp.log", defaults=DEFAULTS)
+    service = ServiceProcess({"STORE": store_url, **env}, tmp_path / "kasp.log", defaults=DEFAULTS)
     try:
         yield service.wait_ready(timeout=20)
     finally:

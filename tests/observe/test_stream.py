@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from service.parts import parts_of
+from tests.conftest import one_store
 from tests.observe.process import service_process
 from tests.observe.sse import Message, Subscriber, parse
 from tests.support.server import RunningServer, wait_until
@@ -134,7 +135,7 @@ def test_an_idle_stream_sends_comment_heartbeats(make_server: MakeServer) -> Non
     assert sub.error is None and sub.events() == []
 
 
-def test_fifty_subscribers_see_every_event_of_a_thousand_jobs(tmp_path: Path) -> None:
+def test_fifty_subscribers_see_every_event_of_a_thousand_jobs(tmp_path: Path, store_url: str) -> None:
     # The service runs in its own process and the test's 50 readers share one asyncio
     # thread: threads in one process would measure GIL hand-offs, not the service.
     jobs, subscribers = 1000, 50
@@ -150,7 +151,7 @@ def test_fifty_subscribers_see_every_event_of_a_thousand_jobs(tmp_path: Path) ->
         "BACKOFF_MAX_MS": "20",
         "LOG_LEVEL": "WARNING",
     }
-    with service_process(env, tmp_path) as service:
+    with service_process(env, tmp_path, store_url) as service:
         received = asyncio.run(_fan_out(service.url, jobs, subscribers, last_seq))
         with httpx.Client(base_url=service.url, timeout=10) as client:
             log = all_events(client)
@@ -195,6 +196,7 @@ async def _fan_out(url: str, jobs: int, subscribers: int, last_seq: int) -> list
         return await asyncio.wait_for(asyncio.gather(*readers), 30)
 
 
+@one_store("RETAIN_FINISHED evicts on the memory store only until the store core's retention lands")
 def test_a_cursor_older_than_retention_gets_a_gap_message(make_server: MakeServer) -> None:
     server, client = make_server(retain_finished=3)
     for i in range(10):

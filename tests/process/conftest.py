@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.service_process import ServiceProcess
+from tests.support.service_process import SINGLE, ServiceProcess
 
 #: Fast work and a deterministic processor; everything else at the service's own defaults
 #: (LOG_LEVEL=INFO included: these tests read the lifecycle log).
@@ -20,16 +20,19 @@ DEFAULTS = {
 
 
 @pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+def start_service(tmp_path: Path, store_url: str) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start kasp on the test's store (each start of one test shares it: a restart resumes)."""
     services: list[ServiceProcess] = []
 
-    def start(
-        env: dict[str, str] | None = None, args: tuple[str, ...] = ("--single-process",)
-    ) -> ServiceProcess:
+    def start(env: dict[str, str] | None = None, args: tuple[str, ...] = SINGLE) -> ServiceProcess:
         # HOST/PORT from the environment: this also proves the plain Sanic CLI listens
         # where kasp's configuration says.
         service = ServiceProcess(
-            env or {}, tmp_path / f"kasp-{len(services)}.log", args, defaults=DEFAULTS, address_from_env=True
+            {"STORE": store_url, **(env or {})},
+            tmp_path / f"kasp-{len(services)}.log",
+            args,
+            defaults=DEFAULTS,
+            address_from_env=True,
         )
         services.append(service)
         return service

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from tests.conftest import one_store
 from tests.support.server import wait_until
 from tests.support.service_process import REPO, ServiceProcess, free_port
 
@@ -20,6 +21,8 @@ TOKEN = "inspector-token"
 MANAGER_MODE: tuple[str, ...] = ()  # no --single-process: Sanic runs its Inspector only under the manager
 
 StartService = Callable[..., ServiceProcess]
+
+pytestmark = one_store("the commands are HTTP clients of the API, tested on every store elsewhere")
 
 
 def inspect(port: int, command: str, *, api_key: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
