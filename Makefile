@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium bench bench-stores bench-peers peers-venv
+.PHONY: install start test coverage coverage-html lint format doc clean graphviz chromium bench bench-stores bench-peers peers-venv wrk
 
 APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
@@ -50,10 +50,16 @@ graphviz:
 chromium:
 	@test -x /usr/bin/chromium || ($(APT_INSTALL) chromium)
 
-## /enqueue requests/s and end-to-end jobs/s for each store (PostgreSQL: one and two instances).
-bench-stores: install
+## /enqueue requests/s and end-to-end jobs/s for each store (PostgreSQL: one and two instances),
+## then the durable stores' size on disk under retention (bench/retention.py).
+bench-stores: install wrk
 	bash .ci/start-postgres
 	$(BIN)/python bench/stores.py
+	$(BIN)/python bench/retention.py
+
+## The load generator of bench/stores.py, apt-installed when missing.
+wrk:
+	@command -v wrk >/dev/null || ($(APT_INSTALL) wrk)
 
 ## pgqueuer and procrastinate, pinned, in their own virtualenv (never in .venv or pyproject's deps).
 PEERS_VENV ?= .venv-peers
@@ -85,5 +91,6 @@ bench: install
 	$(BIN)/python -m bench.run
 	bash .ci/start-postgres
 	$(BIN)/python bench/stores.py
+	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/stream_fanout.py
 	$(BIN)/python bench/dashboards.py

@@ -11,6 +11,7 @@ from domain.projection import JobView
 from domain.states import JobState
 from domain.values import value_type
 from service.store.base import EventStore
+from service.store.core import same_request
 
 MAX_VERSION_RETRIES = 5  # a guess: a job changes a few times a second at most
 
@@ -31,17 +32,6 @@ class JobRequest:
     priority: int = 0
     timeout_ms: int | None = None
     due_ms: int | None = None
-
-    def same_content(self, view: JobView) -> bool:
-        """SPEC's "identical" (200, not 409): payload, max_retries, priority and timeout_ms;
-        an omitted timeout_ms equals only another omitted one. The schedule is not compared:
-        a re-send never moves a job."""
-        return (
-            view.payload == self.payload
-            and view.max_retries == self.max_retries
-            and view.priority == self.priority
-            and view.timeout_ms == self.timeout_ms
-        )
 
 
 class Engine:
@@ -65,7 +55,7 @@ class Engine:
             run_at_ms=request.due_ms,
         )
         view, created = await self._store.enqueue(event, capacity=self._capacity)
-        if not created and not request.same_content(view):
+        if not created and not same_request(view, event):
             raise JobConflict(request.id)
         return view, created
 

@@ -7,16 +7,24 @@ become ready later (a retry's delay, a schedule) share ONE timer, set for the
 earliest due time the pool knows of: a million scheduled jobs cost no timer
 each, and no CPU while they wait.
 
+Batched claims. A worker claims for itself and for every parked worker in
+one `claim_ready` (one query, one commit), and hands the extra jobs to the
+parked ones. On a store whose writes share commits (`batches_commits`), a
+worker sends its next claim together with its outcome, so both ride one
+commit instead of one commit each. A job claimed but not yet run when the pool
+stops is recorded `interrupted` (reason "shutdown"), like a cut-off attempt;
+one cancelled before it ran is dropped (its `cancelled` is recorded).
+
 Attempts. The processor runs inside the worker's own task, with a deadline
 (the job's `timeout_ms`, else ATTEMPT_TIMEOUT_MS; one timer serves every
 running attempt). The pool cuts an attempt short, with asyncio cancellation,
-for one of three reasons: its
-timeout (recorded as a failed attempt, reason `timeout`), a `cancelled` event
-for its job (already recorded by whoever cancelled it), or shutdown
-(`interrupted`). A processor that swallows the CancelledError and goes on is
-given ABANDON_GRACE_S; then its task is abandoned (cancelled once more and left
-to end on its own, logged), the attempt's outcome is recorded for it, and a
-fresh worker takes its place: the pool never loses a worker to a processor.
+for one of three reasons: its timeout (recorded as a failed attempt, reason
+`timeout`), a `cancelled` event for its job (already recorded by whoever
+cancelled it), or shutdown (`interrupted`). A processor that swallows the
+CancelledError and goes on is given ABANDON_GRACE_S; then its task is abandoned
+(cancelled once more and left to end on its own, logged), the attempt's outcome
+is recorded for it, and a fresh worker takes its place: the pool never loses a
+worker to a processor.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from domain.errors import InvalidResult, VersionConflict
 from domain.events import Event, parse_ts
 from domain.processor import Attempt, Processor
 from domain.projection import JobView
-from domain.states import EventType, JobState
+from domain.states import ATTEMPT_OUTCOMES, EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventStore, SharedStore
 from service.store.faults import PROBE_BACKOFF, StoreUnavailable
@@ -91,6 +99,9 @@ class WorkerPool:
         self._attempt_timeout_ms = attempt_timeout_ms
         self._rng = rng if rng is not None else random.Random()
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._parked = 0  # workers waiting in _wait_for_work
+        self._missed_wake = False  # work was made ready while no worker was parked
+        self._claimed: deque[JobView] = deque()  # claimed (recorded `started`) for a worker, not yet run
         self._tasks: list[asyncio.Task[None]] = []
         self._due_timer: asyncio.TimerHandle | None = None  # the one wake-up for delayed work
         self._due_ms: int | None = None  # when it fires
@@ -213,6 +224,15 @@ class WorkerPool:
             running = self._attempts.get(event.job_id)
             if running is not None and running.view.attempts == event.attempt:
                 self._cut(running, "cancelled")
+            elif self._claimed:
+                self._drop_claimed(event.job_id, event.attempt)
+
+    def _drop_claimed(self, job_id: str, attempt: int | None) -> None:
+        """A job claimed for a worker but not run yet was cancelled: nothing is left to run."""
+        for view in self._claimed:
+            if view.id == job_id and (attempt is None or view.attempts == attempt):
+                self._claimed.remove(view)
+                return
 
     def _on_store_health(self, available: bool) -> None:
         """The store went down: wake one idle worker, whose claims then probe it (with
@@ -234,6 +254,7 @@ class WorkerPool:
             if not fut.done():
                 fut.set_result(None)
                 return
+        self._missed_wake = True  # every worker is busy or claiming: the next to park claims again
 
     def _wake_at(self, due_ms: int) -> None:
         """Make sure a worker wakes by `due_ms`: moves the one timer earlier, never adds one.
@@ -253,6 +274,9 @@ class WorkerPool:
         self._wake_one()
 
     async def _wait_for_work(self) -> None:
+        if self._missed_wake:  # something became ready while this worker was claiming
+            self._missed_wake = False
+            return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._idle.append(fut)
@@ -266,47 +290,70 @@ class WorkerPool:
         if due is not None:
             self._wake_at(due)
         handle = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
+        self._parked += 1
         try:
             await fut
         finally:
+            self._parked -= 1
             if handle is not None:
                 handle.cancel()
 
     # -- working -----------------------------------------------------------
 
     async def _work(self) -> None:
+        claimed = self._claimed
         probes = 0  # failed claims in a row while the store is unavailable
-        while not self._stop.is_set():
-            try:
-                view = await self._store.claim_ready(at_ms=now_ms())
-                probes = 0
-                if view is None:
-                    await self._wait_for_work()
-                    continue
-            except StoreUnavailable:
-                probes += 1  # stop claiming: each claim is now a probe, ever less often
-                await self._wait_for_store(probes)
-                continue
-            except Exception:
-                log.exception("claiming a job failed", extra={"action": "claim_error"})
-                await asyncio.sleep(1)  # a failing store: don't spin
-                continue
-            if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
-                await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
-                break
-            self.busy += 1
-            self._running.add(view.id)
-            running = None
-            try:
-                running = await self._attempt(view)
-            except Exception:
-                log.exception("recording the outcome of %r failed", view.id, extra={"action": "record_error"})
-            finally:
-                if running is None or not running.abandoned:  # an abandoned one was let go already
-                    self._running.discard(view.id)
-                    self.busy -= 1
-            if running is not None and running.abandoned:
-                return  # a fresh worker took this one's place
+        try:
+            while not self._stop.is_set():
+                if claimed:
+                    view = claimed.popleft()
+                else:
+                    try:
+                        # One claim for this worker and every parked one (one query, one commit).
+                        views = await self._store.claim_ready(at_ms=now_ms(), limit=1 + self._parked)
+                        probes = 0
+                        if not views:
+                            await self._wait_for_work()
+                            continue
+                    except StoreUnavailable:
+                        probes += 1  # stop claiming: each claim is now a probe, ever less often
+                        await self._wait_for_store(probes)
+                        continue
+                    except Exception:
+                        log.exception("claiming a job failed", extra={"action": "claim_error"})
+                        await asyncio.sleep(1)  # a failing store: don't spin
+                        continue
+                    view = views[0]
+                    for extra in views[1:]:
+                        claimed.append(extra)
+                        self._wake_one()
+                if self._stop.is_set():  # claimed while shutdown began (a store claim can wait)
+                    claimed.appendleft(view)
+                    break
+                self.busy += 1
+                self._running.add(view.id)
+                running = None
+                try:
+                    running = await self._attempt(view)
+                except Exception:
+                    log.exception(
+                        "recording the outcome of %r failed", view.id, extra={"action": "record_error"}
+                    )
+                finally:
+                    if running is None or not running.abandoned:  # an abandoned one was let go already
+                        self._running.discard(view.id)
+                        self.busy -= 1
+                if running is not None and running.abandoned:
+                    return  # a fresh worker took this one's place
+        finally:
+            if self._stop.is_set():  # otherwise the jobs stay claimed for the other workers
+                await self._release_claimed()
+
+    async def _release_claimed(self) -> None:
+        """Jobs claimed for workers that will not run them now: `interrupted`, so they run again."""
+        while self._claimed:
+            view = self._claimed.popleft()
+            await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
 
     def _spawn_worker(self) -> None:
         self._spawned += 1
@@ -423,11 +470,16 @@ class WorkerPool:
         worker.add_done_callback(self._abandoned.discard)
         self._running.discard(running.view.id)
         self.busy -= 1
-        chore = asyncio.create_task(self._record_cut(running), name=f"kasp-record-{running.view.id}")
+        chore = asyncio.create_task(self._record_abandoned(running), name=f"kasp-record-{running.view.id}")
         self._chores.add(chore)
         chore.add_done_callback(self._chores.discard)
         if not self._stop.is_set():
             self._spawn_worker()
+
+    async def _record_abandoned(self, running: _Running) -> None:
+        await self._record_cut(running)
+        if self._claimed:  # the write may have brought a next claim (batched): hand it on
+            self._wake_one()
 
     async def _record_cut(self, running: _Running) -> None:
         if running.cut == "cancelled":
@@ -465,7 +517,10 @@ class WorkerPool:
         probes = 0
         while True:
             try:
-                await self._store.append(event)  # never cancelled: see stop()
+                if self._store.batches_commits and event.type in ATTEMPT_OUTCOMES and not self._stop.is_set():
+                    await self._record_and_claim(event)
+                else:
+                    await self._store.append(event)  # never cancelled: see stop()
             except VersionConflict:
                 log.warning(
                     "outcome of attempt %s of %r dropped: the job moved on (cancelled, or its lease lost)",
@@ -491,6 +546,18 @@ class WorkerPool:
             if self._stop.is_set():
                 self.recorded_while_draining.append(event)
             return
+
+    async def _record_and_claim(self, event: Event) -> None:
+        """Send the outcome and this worker's next claim together: both ride one commit."""
+        appended, claimed = await asyncio.gather(
+            self._store.append(event), self._store.claim_ready(at_ms=now_ms()), return_exceptions=True
+        )
+        if isinstance(claimed, list):
+            self._claimed.extend(claimed)  # this worker's next job: _work takes it first
+        elif not isinstance(claimed, StoreUnavailable):  # an outage is the health record's to log
+            log.error("claiming a job failed", exc_info=claimed, extra={"action": "claim_error"})
+        if isinstance(appended, BaseException):
+            raise appended
 
     async def _wait_for_store(self, probes: int) -> None:
         """Back off before probe number `probes + 1` of an unavailable store (faults.PROBE_BACKOFF);

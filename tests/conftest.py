@@ -21,7 +21,7 @@ PG_ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped afterwards."""
-    from service.store.postgres import create_database, drop_database, dsn_for
+    from tests.support.postgres import create_database, drop_database, dsn_for
 
     name = f"kasp_test_{uuid.uuid4().hex[:12]}"
     try:
@@ -37,7 +37,7 @@ def pg_dsn() -> Iterator[str]:
 @pytest.fixture
 def fresh_pg(pg_dsn: str) -> str:
     """The run's database with kasp's schema removed: each test starts from an empty store."""
-    from service.store.postgres import drop_schema
+    from tests.support.postgres import drop_schema
 
     asyncio.run(drop_schema(pg_dsn))
     return pg_dsn

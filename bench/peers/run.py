@@ -62,7 +62,7 @@ from pgwork import (  # noqa: E402
     wait_for_no_backends,
 )
 
-from service.store.postgres import create_database, drop_database, dsn_for  # noqa: E402
+from tests.support.postgres import create_database, drop_database, dsn_for  # noqa: E402
 
 ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PEERS_PYTHON = os.environ.get("BENCH_PEERS_PYTHON", str(ROOT / ".venv-peers" / "bin" / "python"))

@@ -15,10 +15,12 @@ def open_store(config: Config) -> EventStore:
     if kind == "sqlite":
         from service.store.sqlite import SqliteStore, path_from_url
 
-        return SqliteStore(path_from_url(config.store))
+        return SqliteStore(path_from_url(config.store), retain_finished=config.retain_finished)
     from service.store.postgres import PostgresStore
 
-    return PostgresStore(config.store, lease_timeout_s=config.lease_timeout)
+    return PostgresStore(
+        config.store, lease_timeout_s=config.lease_timeout, retain_finished=config.retain_finished
+    )
 
 
 __all__ = ["EventStore", "MemoryStore", "StoreStats", "open_store"]

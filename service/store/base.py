@@ -4,12 +4,14 @@ A store keeps the event log and the projection of it, and changes both in one
 step: an event is appended and applied together, or neither happens. Stores
 assign `seq` in commit order. Writers name the job version they decided from
 (`Event.version`); a store refuses an event whose version is not the job's
-next one, so two writers cannot both record the same move.
+next one, so two writers cannot both record the same move. The rules behind
+these promises are written once, in service/store/core.py, and
+tests/store/ checks every one of them on every store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -43,6 +45,9 @@ class EventStore(Protocol):
     #: None when the store wakes the pool itself through listeners on every
     #: event that makes work ready; otherwise how often idle workers poll.
     poll_interval_s: float | None
+    #: True when concurrent writes share one commit (the SQL stores' group commit):
+    #: a claim sent together with an outcome then costs no commit of its own.
+    batches_commits: bool
     #: Whether the store can be reached and written now (faults.py); drivers raise
     #: StoreUnavailable while it cannot.
     health: StoreHealth
@@ -52,7 +57,9 @@ class EventStore(Protocol):
     async def close(self) -> None: ...
 
     def add_listener(self, listener: EventListener) -> None:
-        """Call `listener(event)` after each committed event, in seq order."""
+        """Call `listener(event)` after each committed event, in seq order.
+
+        A listener that raises is logged; the commit stands and every caller gets its answer."""
 
     async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
         """Record an `enqueued` event unless the id is known.
@@ -60,16 +67,29 @@ class EventStore(Protocol):
         Returns (view, True) when created, or (the existing view, False). Raises
         `QueueFull` when `capacity` jobs are ready and not yet started; a known
         id is answered before capacity is checked, so a re-send never gets 429.
+        Whether a re-send is the same request is `core.same_request`'s to say.
+        """
+
+    async def enqueue_many(
+        self, events: Sequence[Event], *, capacity: int
+    ) -> list[tuple[JobView, bool] | BaseException]:
+        """Judge each `enqueued` as if sent alone, in order, and commit the accepted ones together.
+
+        One outcome per event: (view, True) created, (existing view, False) a
+        known id (also an id earlier in this same call), or the `QueueFull` it
+        would have raised alone.
         """
 
     async def append(self, event: Event) -> JobView:
         """Record one event of a known job. Raises `UnknownJob`, or `VersionConflict`
         when the job has moved since the caller read it."""
 
-    async def claim_ready(self, *, at_ms: int) -> JobView | None:
-        """Take the oldest ready job, record its `started` event, return the running view.
+    async def claim_ready(self, *, at_ms: int, limit: int = 1) -> list[JobView]:
+        """Take up to `limit` ready jobs in claim order, record their `started` events in one
+        commit, and return the running views (empty when nothing is ready).
 
-        Jobs whose retry delay has passed by `at_ms` count as ready. Each ready
+        Claim order: priority DESC, then when the job became ready, then enqueue
+        order. Jobs whose delay has passed by `at_ms` count as ready. Each ready
         job is handed to exactly one caller.
         """
 

@@ -19,18 +19,21 @@ are built on the way in and out; nothing else sees the tuples.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections import Counter, deque
+from collections.abc import Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from domain.errors import QueueFull, UnknownJob, VersionConflict
+from domain.errors import QueueFull
 from domain.events import NO_DATA, Event
 from domain.job import start
 from domain.projection import JobView, apply
 from domain.states import FINISHED_STATES, EventType, JobState
+from service.clock import now_ms
 from service.store.base import EventListener, JobPage, StoreStats
+from service.store.core import Listeners, admit, next_of
 from service.store.faults import StoreHealth
 
 LIST_SCAN_LIMIT = 10_000  # log entries one /jobs page may examine: bounds a page to ~ms
@@ -84,6 +87,7 @@ def _event(stored: _Stored) -> Event:
 
 
 def _row(view: JobView) -> _Row:
+    result = view.result
     return (
         view.id,
         view.payload,
@@ -97,6 +101,9 @@ def _row(view: JobView) -> _Row:
         view.next_attempt_at_ms,
         view.version,
         view.created_seq,
+        view.priority,
+        view.timeout_ms,
+        result,
     )
 
 
@@ -107,7 +114,10 @@ def _view(row: _Row) -> JobView:
 
 
 class MemoryStore:
+    """The core's rules (service/store/core.py) over in-process indexes; every call commits at once."""
+
     poll_interval_s: float | None = None
+    batches_commits = False  #: each write commits on its own, immediately
 
     def __init__(self, *, retain_finished: int) -> None:
         self._retain_finished = retain_finished
@@ -116,11 +126,22 @@ class MemoryStore:
         self._log: list[_Stored] = []  # seq order; may hold events of evicted jobs
         self._dead = 0  # events of evicted jobs still in _log
         self._last_seq = 0
-        self._ready: deque[str] = deque()  # FIFO of queued, due job ids
-        self._delayed: list[tuple[int, int, str]] = []  # heap of (due_ms, seq, job id)
+        # The ready queue: one FIFO of (job id, version) per priority, highest priority first.
+        # An entry is valid while `_ready_version` maps its id to its version; a job that
+        # moves (claimed, cancelled) drops its entry from that map and its stale tuple is
+        # skipped when reached, so a move never searches a queue.
+        self._queues: dict[int, deque[tuple[str, int]]] = {}
+        self._priorities: list[int] = []  # priorities with a queue, ascending
+        self._ready_version: dict[str, int] = {}  # ready jobs: len() is the queue's depth
+        # Delayed jobs (a retry delay, a schedule): a heap of (due_ms, seq, id, version,
+        # priority), valid while `_delayed_version` maps id to version, as above.
+        self._delayed: list[tuple[int, int, str, int, int]] = []
+        self._delayed_version: dict[str, int] = {}
         self._finished: deque[_Kept] = deque()  # jobs as they were when they finished, in finish order
         self._counts: Counter[str] = Counter()  # jobs by state: a JobState and its str hash alike
-        self._listeners: list[EventListener] = []
+        self._n_finished = 0  # retained jobs in a finished state
+        self._listeners = Listeners()
+        self._deliver = self._listeners.deliver
 
     async def open(self) -> None:
         return None
@@ -129,35 +150,62 @@ class MemoryStore:
         return None
 
     def add_listener(self, listener: EventListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     # -- writing -----------------------------------------------------------
 
     async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
         kept = self._jobs.get(event.job_id)
-        if kept is not None:
-            return _view(kept[0]), False
         self._promote_due(event.at_ms)
-        if len(self._ready) >= capacity:
-            raise QueueFull(capacity)
-        return self._commit(None, (), event), True
+        if admit(_view(kept[0]) if kept is not None else None, len(self._ready_version), capacity):
+            return self._commit(None, (), event), True
+        assert kept is not None
+        return _view(kept[0]), False
+
+    async def enqueue_many(
+        self, events: Sequence[Event], *, capacity: int
+    ) -> list[tuple[JobView, bool] | BaseException]:
+        outcomes: list[tuple[JobView, bool] | BaseException] = []
+        for event in events:  # each as if sent alone, in order: one commit each, with no I/O
+            try:
+                outcomes.append(await self.enqueue(event, capacity=capacity))
+            except QueueFull as full:
+                outcomes.append(full)
+        return outcomes
 
     async def append(self, event: Event) -> JobView:
         kept = self._jobs.get(event.job_id)
-        if kept is None:
-            raise UnknownJob(event.job_id)
-        view = _view(kept[0])
-        if event.version != view.version + 1:
-            raise VersionConflict(event.job_id, event.version - 1, view.version)
+        view = next_of(_view(kept[0]) if kept is not None else None, event)
+        assert kept is not None
         return self._commit(view, kept[1], event)
 
-    async def claim_ready(self, *, at_ms: int) -> JobView | None:
+    async def claim_ready(self, *, at_ms: int, limit: int = 1) -> list[JobView]:
         self._promote_due(at_ms)
-        if not self._ready:
-            return None
-        row, events = self._jobs[self._ready.popleft()]
-        view = _view(row)
-        return self._commit(view, events, start(view, at_ms=at_ms))
+        claimed: list[JobView] = []
+        while len(claimed) < limit and (job_id := self._pop_ready()) is not None:
+            row, events = self._jobs[job_id]
+            view = _view(row)
+            claimed.append(self._commit(view, events, start(view, at_ms=at_ms)))
+        return claimed
+
+    def _pop_ready(self) -> str | None:
+        """The next job in claim order (priority DESC, then the order jobs became ready)."""
+        ready_version = self._ready_version
+        for priority in reversed(self._priorities):
+            queue = self._queues[priority]
+            while queue:
+                job_id, version = queue.popleft()
+                if ready_version.get(job_id) == version:
+                    return job_id  # its `started` takes it out of ready_version
+        return None
+
+    def _push_ready(self, job_id: str, version: int, priority: int) -> None:
+        queue = self._queues.get(priority)
+        if queue is None:
+            queue = self._queues[priority] = deque()
+            insort(self._priorities, priority)
+        queue.append((job_id, version))
+        self._ready_version[job_id] = version
 
     def _commit(self, view: JobView | None, events: tuple[_Stored, ...], event: Event) -> JobView:
         """Assign the next seq, apply, index: the one place the log and projection change."""
@@ -169,33 +217,45 @@ class MemoryStore:
         self._log.append(stored)
         self._jobs[new_view.id] = kept
         if view is not None:
+            self._ready_version.pop(view.id, None)  # it moved: any queue entry of it is stale
+            self._delayed_version.pop(view.id, None)
             self._counts[view.state] -= 1
+            if view.state in FINISHED_STATES:
+                self._n_finished -= 1  # requeued
         self._counts[new_view.state] += 1
         if new_view.state is JobState.QUEUED:
-            if new_view.next_attempt_at_ms is None:
-                self._ready.append(new_view.id)
+            due = new_view.next_attempt_at_ms
+            if due is None:
+                self._promote_due(event.at_ms)  # what became ready before this job goes first
+                self._push_ready(new_view.id, new_view.version, new_view.priority)
             else:
-                heapq.heappush(self._delayed, (new_view.next_attempt_at_ms, event.seq, new_view.id))
+                entry = (due, event.seq, new_view.id, new_view.version, new_view.priority)
+                heapq.heappush(self._delayed, entry)
+                self._delayed_version[new_view.id] = new_view.version
         elif new_view.state in FINISHED_STATES:
+            self._n_finished += 1
             self._finished.append(kept)
             self._evict_beyond_retention()
-        for listener in self._listeners:
-            listener(event)
+        self._deliver(event)
         return new_view
 
     def _promote_due(self, now_ms: int) -> None:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now_ms:
-            self._ready.append(heapq.heappop(delayed)[2])
+            _, _, job_id, version, priority = heapq.heappop(delayed)
+            if self._delayed_version.get(job_id) == version:
+                del self._delayed_version[job_id]
+                self._push_ready(job_id, version, priority)
 
     def _evict_beyond_retention(self) -> None:
-        while self._counts[JobState.DONE] + self._counts[JobState.FAILED] > self._retain_finished:
+        while self._n_finished > self._retain_finished:
             finished = self._finished.popleft()
             job_id = finished[0][_ID]
             if self._jobs.get(job_id) is not finished:
                 continue  # requeued (or already gone) since it finished: not this entry's job
             del self._jobs[job_id]
             self._counts[finished[0][_STATE_AT]] -= 1
+            self._n_finished -= 1
             self._dead += len(finished[1])
         if self._dead >= COMPACT_MIN_DEAD and self._dead * 2 > len(self._log):
             self._log = [e for e in self._log if self._is_live(e)]
@@ -258,10 +318,11 @@ class MemoryStore:
         return out
 
     async def stats(self) -> StoreStats:
+        self._promote_due(now_ms())  # judged at the clock's now, as the SQL stores judge it
         return StoreStats(
             jobs={s: self._counts[s] for s in JobState},
-            ready=len(self._ready),
-            delayed=len(self._delayed),
+            ready=len(self._ready_version),
+            delayed=len(self._delayed_version),
             event_count=len(self._log) - self._dead,
             last_seq=self._last_seq,
         )

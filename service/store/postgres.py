@@ -1,14 +1,20 @@
 """The shared durable store: PostgreSQL through asyncpg, for one or many kasp instances.
 
-Group commit. Requests (enqueue, append, claim, lease recovery) queue up in
-the instance and are committed in batches: while one transaction is being
-committed, the next requests wait, then all of them go into the next
-transaction (at most `MAX_BATCH`). A batch is decided with a fixed number of
-round trips, whatever its size (the job rows it needs are read in one query;
-events, job rows and `kasp_log` are written by one statement), and costs one
-WAL flush. Callers get their answer only after COMMIT: a 202 means the
-job is on disk. The event rows, the job rows (the projection) and the
-`kasp_log` row change in that one transaction, or not at all.
+A thin driver under the store core (service/store/core.py): the rules and the
+group commit are the core's; this module locks, reads, writes, and keeps its
+statements in sql/postgres.sql.
+
+Group commit. Requests (enqueues, appends, claims, lease recoveries,
+retention steps) queue up in the instance and are committed in batches: while
+one transaction is being committed, the next requests wait, then all of them
+go into the next transaction (at most `core.MAX_BATCH`). A batch is decided
+with a fixed number of round trips, whatever its size: BEGIN; the job rows it
+names and the ready jobs for all its claims, locked, in one query; the
+`kasp_log` lock (with the count of delayed jobs when it admits new ones) in
+another; events, job rows and `kasp_log` written by one statement; COMMIT,
+one WAL flush. Callers get their answer only after COMMIT: a 202 means the job is on
+disk. The event rows, the job rows (the projection) and the `kasp_log` row
+change in that one transaction, or not at all.
 
 Seq and visibility. `kasp_log` is a single row holding the last seq and the
 job counts. A batch first reads and locks the job rows it needs and decides
@@ -27,10 +33,17 @@ while it is held, counting ready jobs afresh). Every writer takes job rows
 cannot deadlock. Serialising costs throughput per batch, not per request, and
 only for the write and COMMIT: see docs/STORAGE.md.
 
-Claims. Ready jobs are picked oldest first with `FOR UPDATE SKIP LOCKED` and
-given `started` and a lease owned by this instance, measured on the
-database's clock so instances need not agree on time. Lease renewals skip
-rows a batch holds (they are changing anyway) and so never wait.
+Claims. Ready jobs are picked in claim order (priority DESC, ready_at,
+created_seq, through the `kasp_jobs_claim` index) with `FOR UPDATE SKIP
+LOCKED`, as many as the batch's claims ask for in one query, and given
+`started` and a lease owned by this instance, measured on the database's
+clock so instances need not agree on time. Lease renewals skip rows a batch
+holds (they are changing anyway) and so never wait.
+
+Text. PostgreSQL `text` cannot hold U+0000, which a JSON payload or an error
+may contain: payload and last_error are stored as JSON string literals
+(rows.Rows(json_text=True)), event data is JSON already, and a read whose key
+holds U+0000 matches nothing without asking the server.
 
 Wake-ups. A trigger NOTIFYs channel `kasp_events` for every event with
 "<application_name> <type> <due_ms>"; each instance LISTENs on a dedicated
@@ -43,230 +56,144 @@ idle workers also poll every `POLL_INTERVAL_S`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Collection, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
-from domain.errors import KaspError, QueueFull, UnknownJob, VersionConflict
 from domain.events import Event
-from domain.job import interrupt, start
-from domain.projection import JobView, ProjectionError, apply
+from domain.projection import JobView
 from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, RemoteListener, StoreStats
+from service.store.core import Batch, GroupCommit, Listeners
 from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
-from service.store.rows import (
-    EVENT_COLUMNS,
-    JOB_COLUMNS,
-    event_from_row,
-    event_row,
-    ready_at_ms,
-    view_from_row,
-    view_row,
-)
+from service.store.queries import Queries
+from service.store.rows import EVENT_COLUMNS, JOB_COLUMNS, Rows, event_from_row, event_row
 
 log = logging.getLogger("kasp.store.postgres")
 
+Q = Queries("postgres")
+ROWS = Rows(json_text=True)  # text cannot hold U+0000: free text is kept as JSON string literals
+
 POLL_INTERVAL_S = 1.0  # a guess: the fallback when a notification is lost; also the SSE poll pace
 POOL_MAX_SIZE = 10  # a guess: WORKERS' claims plus concurrent requests; 100 connections / 10 instances
-RECOVER_BATCH = 100  # expired leases recovered per transaction
-MAX_BATCH = 1000  # requests per commit; a guess that bounds one transaction to ~10 ms of work
+RECOVER_BATCH = 100  # expired leases recovered per transaction (a guess: one batch's worth)
+#: A guess: evicted jobs (about 4 dead rows each) between this instance's VACUUMs of the tables
+#: retention deletes from, so their size stays flat without waiting for autovacuum's pace.
+VACUUM_EVERY_EVICTED = 5000
+CLOSE_VACUUM_WAIT_S = 10  # a guess: a VACUUM of retained-size tables takes well under this
 LEASE_EXPIRED_REASON = "lease_expired"
 CHANNEL = "kasp_events"
-SCHEMA_LOCK_KEY = 0x6B617370  # "kasp": the advisory lock that serialises schema upgrades
-
-_DB_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 #: Schema migrations: MIGRATIONS[n] takes the database from version n to n + 1
 #: (rows of kasp_schema). Append, never edit a shipped step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE kasp_log (
-            id boolean PRIMARY KEY DEFAULT true CHECK (id),
-            last_seq bigint NOT NULL,
-            event_count bigint NOT NULL,
-            queued bigint NOT NULL,
-            running bigint NOT NULL,
-            done bigint NOT NULL,
-            failed bigint NOT NULL
-        )""",
-        "INSERT INTO kasp_log VALUES (true, 0, 0, 0, 0, 0, 0)",
-        """CREATE TABLE kasp_events (
-            seq bigint PRIMARY KEY,
-            job_id text NOT NULL,
-            version integer NOT NULL,
-            type text NOT NULL,
-            at_ms bigint NOT NULL,
-            from_state text,
-            to_state text NOT NULL,
-            attempt integer,
-            data text NOT NULL,
-            UNIQUE (job_id, version)
-        )""",
-        """CREATE TABLE kasp_jobs (
-            id text PRIMARY KEY,
-            payload text NOT NULL,
-            max_retries integer NOT NULL,
-            state text NOT NULL,
-            attempts integer NOT NULL,
-            budget_used integer NOT NULL,
-            last_error text,
-            created_at_ms bigint NOT NULL,
-            updated_at_ms bigint NOT NULL,
-            next_attempt_at_ms bigint,
-            version integer NOT NULL,
-            created_seq bigint NOT NULL UNIQUE,
-            ready_at_ms bigint,
-            lease_owner text,
-            lease_expires_ms bigint
-        )""",
-        "CREATE INDEX kasp_jobs_queue ON kasp_jobs (ready_at_ms, created_seq) WHERE state = 'queued'",
-        "CREATE INDEX kasp_jobs_state ON kasp_jobs (state, created_seq)",
-        "CREATE INDEX kasp_jobs_leases ON kasp_jobs (lease_expires_ms) WHERE state = 'running'",
-        f"""CREATE FUNCTION kasp_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_notify('{CHANNEL}', current_setting('application_name') || ' ' || NEW.type || ' ' ||
-                CASE WHEN NEW.type = 'retry_scheduled'
-                     THEN (NEW.at_ms + (NEW.data::jsonb ->> 'delay_ms')::bigint)::text ELSE '' END);
-            RETURN NULL;
-        END $$""",
-        """CREATE TRIGGER kasp_events_notify AFTER INSERT ON kasp_events
-            FOR EACH ROW EXECUTE FUNCTION kasp_notify()""",
-    ),
-)
+MIGRATIONS: tuple[str, ...] = (Q.schema_1, Q.schema_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_JOB_COLS = ", ".join(JOB_COLUMNS)
-_EVENT_COLS = ", ".join(EVENT_COLUMNS)
-_JOB_TYPES = (
-    "text", "text", "integer", "text", "integer", "integer", "text",
-    "bigint", "bigint", "bigint", "integer", "bigint", "bigint",
-)  # fmt: skip
-_EVENT_TYPES = ("bigint", "text", "integer", "text", "bigint", "text", "text", "integer", "text")
-_N_EVENT = len(EVENT_COLUMNS)
-
-_SELECT_JOB = f"SELECT {_JOB_COLS} FROM kasp_jobs WHERE id = $1"
-_LOCK_LOG = "SELECT last_seq, queued FROM kasp_log FOR UPDATE"
-_LOCK_JOBS = f"SELECT {_JOB_COLS} FROM kasp_jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
-_CLAIM = f"""SELECT {_JOB_COLS} FROM kasp_jobs
-    WHERE state = 'queued' AND ready_at_ms <= $1
-    ORDER BY ready_at_ms, created_seq LIMIT $2 FOR UPDATE SKIP LOCKED"""
-_EXPIRED = f"""SELECT {_JOB_COLS} FROM kasp_jobs
-    WHERE state = 'running' AND lease_expires_ms < {_DB_NOW_MS}
-    ORDER BY lease_expires_ms LIMIT {RECOVER_BATCH} FOR UPDATE SKIP LOCKED"""
-_ANY_READY = "SELECT 1 FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms <= $1 LIMIT 1"
-_ANY_EXPIRED = f"SELECT 1 FROM kasp_jobs WHERE state = 'running' AND lease_expires_ms < {_DB_NOW_MS} LIMIT 1"
-_NOT_DUE = "SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > $1"
-# A batch's whole write in one statement (one round trip while kasp_log is locked):
-# $1..$9 the events' columns as arrays; $10..$23 one row per changed job, its
-# columns then its lease owner (NULL unless running); $24 the lease in ms (from
-# the database's clock); $25 the new last seq, $26 the event count, $27..$30
-# the change of jobs by state.
-_N_JOB = len(JOB_COLUMNS) + 1
-_P_JOB = _N_EVENT + 1
-_P_LEASE = _P_JOB + _N_JOB
-_WRITE_BATCH = f"""WITH e AS (
-        INSERT INTO kasp_events ({_EVENT_COLS})
-        SELECT * FROM unnest({", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_EVENT_TYPES))})
-    ), j AS (
-        INSERT INTO kasp_jobs ({_JOB_COLS}, lease_owner, lease_expires_ms)
-        SELECT u.*, CASE WHEN u.lease_owner IS NULL THEN NULL ELSE {_DB_NOW_MS} + ${_P_LEASE}::bigint END
-        FROM unnest({", ".join(f"${_P_JOB + i}::{t}[]" for i, t in enumerate((*_JOB_TYPES, "text")))})
-            AS u({_JOB_COLS}, lease_owner)
-        ON CONFLICT (id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:])},
-            lease_owner = EXCLUDED.lease_owner, lease_expires_ms = EXCLUDED.lease_expires_ms
-    )
-    UPDATE kasp_log SET last_seq = ${_P_LEASE + 1}, event_count = event_count + ${_P_LEASE + 2},
-        queued = queued + ${_P_LEASE + 3}, running = running + ${_P_LEASE + 4},
-        done = done + ${_P_LEASE + 5}, failed = failed + ${_P_LEASE + 6}"""
-# SKIP LOCKED: a row a commit batch holds is about to change anyway; never wait (or deadlock) for it.
-_RENEW = f"""UPDATE kasp_jobs SET lease_expires_ms = {_DB_NOW_MS} + $3
-    WHERE id IN (SELECT id FROM kasp_jobs WHERE id = ANY($1::text[]) AND lease_owner = $2
-                 AND state = 'running' FOR UPDATE SKIP LOCKED)"""
-
-_STATE_INDEX = {JobState.QUEUED: 0, JobState.RUNNING: 1, JobState.DONE: 2, JobState.FAILED: 3}
+#: kasp_log's per-state columns, in write_batch's parameter order ($30..$34).
+_STATE_COLUMNS = ("queued", "running", "done", "failed", "cancelled")
 
 
-def _is_ready(view: JobView, at_ms: int) -> bool:
-    due = ready_at_ms(view)
-    return due is not None and due <= at_ms
+def _has_nul(text: str | None) -> bool:
+    """A key PostgreSQL could not even be asked about; no stored key holds U+0000 (ids are checked)."""
+    return text is not None and "\x00" in text
 
 
-@dataclasses.dataclass(slots=True)
-class _Op:
-    """One caller's request, waiting for the next commit batch."""
-
-    kind: Literal["enqueue", "append", "claim", "recover"]
-    fut: asyncio.Future[Any]
-    event: Event | None = None
-    capacity: int = 0
-    at_ms: int = 0
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows to one list per column: the arrays `unnest` turns back into rows."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
-class _Batch:
-    """One transaction's decisions: the jobs it read or changed, and the events it will write.
+def _views(rows: Sequence[Sequence[Any]]) -> list[JobView]:
+    return [ROWS.view_from_row(r) for r in rows]
 
-    Events are decided before the kasp_log lock is taken and numbered (`number`)
-    once it is held, so two instances overlap everything but their writes.
-    """
 
-    def __init__(self, at_ms: int) -> None:
-        self.at_ms = at_ms
-        self.views: dict[str, JobView] = {}  # every job row read, as changed so far
-        self.changed: dict[str, JobView] = {}
-        self.events: list[Event] = []  # seq 0 until numbered
-        self.created: dict[str, int] = {}  # created_seq of the jobs this batch creates
-        self.deltas = [0, 0, 0, 0]  # jobs by state, in _STATE_INDEX order
-        self.ready = 0  # change of ready jobs (queued and due) by this batch, then the total
+class _Tx:
+    """One write transaction, as the core sees it (core.Transaction)."""
 
-    def record(self, prev: JobView | None, event: Event) -> JobView:
-        view = apply(prev, event)  # raises before anything changes
-        self.events.append(event)
-        self.views[view.id] = self.changed[view.id] = view
-        if prev is not None:
-            self.deltas[_STATE_INDEX[prev.state]] -= 1
-            self.ready -= _is_ready(prev, self.at_ms)
-        self.deltas[_STATE_INDEX[view.state]] += 1
-        self.ready += _is_ready(view, self.at_ms)
-        return view
+    def __init__(self, conn: asyncpg.Connection, store: PostgresStore) -> None:
+        self.conn = conn
+        self.store = store
+        self.last_seq = 0
 
-    def number(self, last_seq: int) -> None:
-        """Give the events their seqs (kasp_log is locked now) and new jobs their created_seq."""
-        self.events = [dataclasses.replace(e, seq=last_seq + i) for i, e in enumerate(self.events, 1)]
-        for event in self.events:
-            if event.type is EventType.ENQUEUED:
-                self.created[event.job_id] = event.seq
-        self.changed = {job_id: self.final(v) for job_id, v in self.changed.items()}
+    async def jobs(self, ids: Sequence[str], at_ms: int, limit: int) -> tuple[list[JobView], list[JobView]]:
+        if not limit:
+            return _views(await self.conn.fetch(Q.lock_jobs, list(ids))), []
+        if not ids:
+            return [], _views(await self.conn.fetch(Q.claimable, at_ms, limit))
+        rows = await self.conn.fetch(Q.lock_jobs_and_claimable, list(ids), at_ms, limit)
+        return [ROWS.view_from_row(r[1:]) for r in rows if r[0]], [
+            ROWS.view_from_row(r[1:]) for r in rows if not r[0]
+        ]
 
-    def final(self, view: JobView) -> JobView:
-        """`view` with its created_seq, if this batch created the job."""
-        seq = self.created.get(view.id)
-        return view if seq is None else dataclasses.replace(view, created_seq=seq)
+    async def recoverable(self) -> Sequence[JobView]:
+        return _views(await self.conn.fetch(Q.expired, RECOVER_BATCH))
+
+    async def evictable(self, limit: int) -> Sequence[JobView]:
+        return _views(await self.conn.fetch(Q.evictable, limit))
+
+    async def lock_log(self, delayed_at_ms: int | None) -> tuple[int, int, int, int]:
+        if delayed_at_ms is None:
+            self.last_seq, queued, finished = await self.conn.fetchrow(Q.lock_log)
+            return self.last_seq, queued, finished, 0
+        self.last_seq, queued, finished, delayed = await self.conn.fetchrow(
+            Q.lock_log_counting_delayed, delayed_at_ms
+        )
+        return self.last_seq, queued, finished, delayed
+
+    async def write(self, batch: Batch) -> None:
+        owner = self.store.instance_id
+        jobs = [
+            (*ROWS.view_row(v), owner if v.state is JobState.RUNNING else None)
+            for v in batch.changed.values()
+        ]
+        await self.conn.execute(
+            Q.write_batch,
+            *_columns([event_row(e) for e in batch.events], len(EVENT_COLUMNS)),
+            *_columns(jobs, len(JOB_COLUMNS) + 1),
+            self.store.lease_ms,
+            batch.last_seq or self.last_seq,
+            len(batch.events),
+            *(batch.states[s] for s in _STATE_COLUMNS),
+        )
+        if batch.evicted:
+            await self.conn.execute(Q.evict, [v.id for v in batch.evicted])
+            self.store.evicted_since_vacuum += len(batch.evicted)
 
 
 class PostgresStore:
     poll_interval_s: float | None = POLL_INTERVAL_S
+    #: concurrent writes share one commit, so a claim sent with an outcome costs no extra commit
+    batches_commits = True
 
-    def __init__(self, dsn: str, *, lease_timeout_s: float) -> None:
+    def __init__(self, dsn: str, *, lease_timeout_s: float, retain_finished: int) -> None:
         self.dsn = dsn
         self.lease_s = lease_timeout_s
+        self.lease_ms = int(lease_timeout_s * 1000)
         self.instance_id = f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._app_name = f"kasp {self.instance_id}"
         self._pool: asyncpg.Pool | None = None
         self._guarded: _GuardedPool | None = None  # self._pool behind faults.py's classification
         self._listen_conn: asyncpg.Connection | None = None
-        self._listeners: list[EventListener] = []
+        self._listeners = Listeners()
         self._remote_listeners: list[RemoteListener] = []
-        self._lease_ms = int(lease_timeout_s * 1000)
-        self._pending: list[_Op] = []
-        self._flusher: asyncio.Task[None] | None = None
         self.health = StoreHealth("PostgreSQL")
+        self._commits = GroupCommit(
+            self._transaction,
+            self._listeners,
+            self.health,
+            retain_finished=retain_finished,
+            name="kasp-pg-commits",
+            on_outage=self._pool_expired,
+        )
+        self.evicted_since_vacuum = 0
+        self._vacuum: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -292,9 +219,16 @@ class PostgresStore:
                 "check STORE and that the server is up"
             ) from exc
 
+    async def _pool_expired(self) -> None:
+        """After an outage's error: replace every pooled connection on its next use (one that
+        survived a server restart half-open would fail the next request too)."""
+        if self._pool is not None:
+            await self._pool.expire_connections()
+
     async def close(self) -> None:
-        if self._flusher is not None:
-            await asyncio.wait([self._flusher], timeout=30)  # let queued writes commit
+        await self._commits.close()  # let queued writes commit
+        if self._vacuum is not None:
+            await asyncio.wait([self._vacuum], timeout=CLOSE_VACUUM_WAIT_S)
         if self._listen_conn is not None:
             await self._listen_conn.close()
             self._listen_conn = None
@@ -338,23 +272,16 @@ class PostgresStore:
         if sender == self._app_name:
             return  # our own event: local listeners already had it
         for listener in self._remote_listeners:
-            listener(type_, due_ms)
+            try:
+                listener(type_, due_ms)
+            except Exception:
+                log.exception("a remote event listener failed", extra={"action": "listener_error"})
 
     def add_listener(self, listener: EventListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     def add_remote_listener(self, listener: RemoteListener) -> None:
         self._remote_listeners.append(listener)
-
-    def _notify_local(self, events: Sequence[Event]) -> None:
-        for event in events:
-            for listener in self._listeners:
-                try:
-                    listener(event)
-                except Exception:  # a listener's bug must not fail a batch that committed
-                    log.exception(
-                        "an event listener failed on seq %d", event.seq, extra={"action": "listener_error"}
-                    )
 
     @property
     def pool(self) -> _GuardedPool:
@@ -362,178 +289,59 @@ class PostgresStore:
         assert self._guarded is not None, "the store is not open"
         return self._guarded
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[_Tx]:
+        assert self._pool is not None, "the store is not open"
+        async with self._pool.acquire() as conn, conn.transaction():  # errors: GroupCommit classifies
+            yield _Tx(conn, self)
+        if self.evicted_since_vacuum >= VACUUM_EVERY_EVICTED and (
+            self._vacuum is None or self._vacuum.done()
+        ):
+            self.evicted_since_vacuum = 0
+            self._vacuum = asyncio.get_running_loop().create_task(
+                self._vacuum_evicted(), name="kasp-pg-vacuum"
+            )
+
+    async def _vacuum_evicted(self) -> None:
+        """Make the space of evicted rows reusable now (a plain VACUUM blocks no reader or writer)."""
+        try:
+            await self.pool.execute(Q.vacuum)
+        except Exception:
+            log.exception("VACUUM after eviction failed", extra={"action": "store_vacuum_error"})
+
     # -- writing -----------------------------------------------------------
 
-    def _submit(self, op: _Op) -> asyncio.Future[Any]:
-        self._pending.append(op)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="kasp-pg-commits")
-        return op.fut
-
-    def _op(
-        self, kind: Literal["enqueue", "append", "claim", "recover"], **fields: Any
-    ) -> asyncio.Future[Any]:
-        return self._submit(_Op(kind, asyncio.get_running_loop().create_future(), **fields))
-
-    async def _flush(self) -> None:
-        """Commit what is pending, one batch (one transaction) at a time, until nothing is."""
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                await self._commit(batch)
-            except Exception as exc:
-                error = self.health.failed(exc)
-                if isinstance(error, StoreUnavailable):  # the server is gone: nothing committed
-                    await self._pool_expired()
-                    _fail(batch, error)
-                elif not isinstance(exc, asyncpg.PostgresError) or len(batch) == 1:
-                    _fail(batch, exc)
-                else:
-                    for op in batch:  # one bad request must not fail its neighbours: try each alone
-                        try:
-                            await self._commit([op])
-                        except Exception as alone:
-                            _fail([op], self.health.failed(alone))
-            else:
-                self.health.succeeded()
-
-    async def _pool_expired(self) -> None:
-        """After an outage's error: replace every pooled connection on its next use (one that
-        survived a server restart half-open would fail the next request too)."""
-        if self._pool is not None:
-            await self._pool.expire_connections()
-
-    async def _commit(self, batch: list[_Op]) -> None:
-        """Decide every request of `batch` and write the result in ONE transaction (group commit)."""
-        at_ms = now_ms()
-        outcomes: list[tuple[_Op, Any, BaseException | None]] = []
-        if all(op.kind == "claim" for op in batch):
-            # Idle workers of every instance ask often; when nothing is ready, answer without
-            # the kasp_log lock (and its commit). A job made ready just after wakes them again.
-            claim_at = max(op.at_ms for op in batch)
-            if await self.pool.fetchval(_ANY_READY, claim_at) is None:
-                for op in batch:
-                    if not op.fut.done():
-                        op.fut.set_result(None)
-                return
-        async with self.pool.acquire() as conn, conn.transaction():
-            b = _Batch(at_ms)
-            ids = sorted({op.event.job_id for op in batch if op.event is not None})
-            for row in await conn.fetch(_LOCK_JOBS, ids) if ids else ():
-                b.views[row[0]] = view_from_row(row)
-            n_claims = sum(op.kind == "claim" for op in batch)
-            claim_at = max((op.at_ms for op in batch if op.kind == "claim"), default=at_ms)
-            claimable = (
-                [view_from_row(r) for r in await conn.fetch(_CLAIM, claim_at, n_claims)] if n_claims else []
-            )
-            expired = (
-                [view_from_row(r) for r in await conn.fetch(_EXPIRED)]
-                if any(op.kind == "recover" for op in batch)
-                else []
-            )
-            enqueues = [op for op in batch if op.kind == "enqueue"]
-            for op in batch:
-                if op.kind != "enqueue":
-                    outcomes.append(self._try_decide(b, op, claimable, expired))
-            admits = any(op.event is not None and op.event.job_id not in b.views for op in enqueues)
-            if b.events or admits:
-                # kasp_log last, always: from here to COMMIT this batch alone numbers events
-                # and counts the queue (see the module doc), and lock order stays job rows first.
-                last_seq, queued = await conn.fetchrow(_LOCK_LOG)
-                if admits:
-                    b.ready += queued - await conn.fetchval(_NOT_DUE, at_ms)
-            for op in enqueues:
-                outcomes.append(self._try_decide(b, op, claimable, expired))
-            if b.events:
-                b.number(last_seq)
-                jobs = [(*view_row(v), self._owner(v)) for v in b.changed.values()]
-                await conn.execute(
-                    _WRITE_BATCH,
-                    *_columns([event_row(e) for e in b.events], _N_EVENT),
-                    *_columns(jobs, _N_JOB),
-                    self._lease_ms,
-                    b.events[-1].seq,
-                    len(b.events),
-                    *b.deltas,
-                )
-        # Committed: listeners first (in seq order), then the callers.
-        self._notify_local(b.events)
-        for op, result, error in outcomes:
-            if op.fut.done():
-                continue  # the caller went away; the write stands
-            if error is not None:
-                op.fut.set_exception(error)
-            elif isinstance(result, JobView):
-                op.fut.set_result(b.final(result))
-            elif isinstance(result, tuple):
-                op.fut.set_result((b.final(result[0]), result[1]))
-            else:
-                op.fut.set_result(result)
-
-    def _try_decide(
-        self, b: _Batch, op: _Op, claimable: list[JobView], expired: list[JobView]
-    ) -> tuple[_Op, Any, BaseException | None]:
-        try:
-            return op, self._decide(b, op, claimable, expired), None
-        except (KaspError, ProjectionError) as exc:
-            return op, None, exc
-
-    def _owner(self, view: JobView) -> str | None:
-        return self.instance_id if view.state is JobState.RUNNING else None
-
-    def _decide(self, b: _Batch, op: _Op, claimable: list[JobView], expired: list[JobView]) -> Any:
-        if op.kind == "claim":
-            while claimable:
-                candidate = claimable.pop(0)
-                current = b.views.get(candidate.id, candidate)
-                if _is_ready(current, op.at_ms):
-                    return b.record(current, start(current, at_ms=op.at_ms))
-            return None
-        if op.kind == "recover":
-            count = 0
-            for candidate in expired:
-                current = b.views.get(candidate.id, candidate)
-                if current.state is JobState.RUNNING and current.version == candidate.version:
-                    b.record(current, interrupt(current, at_ms=b.at_ms, reason=LEASE_EXPIRED_REASON))
-                    count += 1
-            expired.clear()
-            return count
-        event = op.event
-        assert event is not None
-        known = b.views.get(event.job_id)
-        if op.kind == "enqueue":
-            if known is not None:
-                return known, False
-            if b.ready >= op.capacity:
-                raise QueueFull(op.capacity)
-            return b.record(None, event), True  # its created_seq is set once numbered
-        if known is None:
-            raise UnknownJob(event.job_id)
-        if event.version != known.version + 1:
-            raise VersionConflict(event.job_id, event.version - 1, known.version)
-        return b.record(known, event)
-
     async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
-        result: tuple[JobView, bool] = await self._op("enqueue", event=event, capacity=capacity)
+        (outcome,) = await self.enqueue_many([event], capacity=capacity)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def enqueue_many(
+        self, events: Sequence[Event], *, capacity: int
+    ) -> list[tuple[JobView, bool] | BaseException]:
+        result: list[tuple[JobView, bool] | BaseException] = await self._commits.request(
+            "enqueue", events=events, capacity=capacity
+        )
         return result
 
     async def append(self, event: Event) -> JobView:
-        view: JobView = await self._op("append", event=event)
+        view: JobView = await self._commits.request("append", events=(event,))
         return view
 
-    async def claim_ready(self, *, at_ms: int) -> JobView | None:
-        view: JobView | None = await self._op("claim", at_ms=at_ms)
-        return view
+    async def claim_ready(self, *, at_ms: int, limit: int = 1) -> list[JobView]:
+        claimed: list[JobView] = await self._commits.request("claim", at_ms=at_ms, limit=limit)
+        return claimed
 
     async def renew_leases(self, job_ids: Collection[str]) -> int:
-        status = await self.pool.execute(_RENEW, list(job_ids), self.instance_id, self._lease_ms)
+        status = await self.pool.execute(Q.renew_leases, list(job_ids), self.instance_id, self.lease_ms)
         return int(status.rsplit(" ", 1)[1])
 
     async def recover_expired(self) -> int:
         await self._ensure_listening()
-        if await self.pool.fetchval(_ANY_EXPIRED) is None:
+        if await self.pool.fetchval(Q.any_expired) is None:
             return 0  # the usual case: no batch, no kasp_log lock
-        count: int = await self._op("recover")
+        count: int = await self._commits.request("recover", reason=LEASE_EXPIRED_REASON)
         if count:
             log.warning(
                 "%d attempts lost their lease (their instance stopped renewing); recorded as interrupted",
@@ -545,120 +353,58 @@ class PostgresStore:
     # -- reading -----------------------------------------------------------
 
     async def next_due_ms(self) -> int | None:
-        value: int | None = await self.pool.fetchval(
-            "SELECT min(ready_at_ms) FROM kasp_jobs WHERE state = 'queued'"
-        )
+        value: int | None = await self.pool.fetchval(Q.next_due)
         return value
 
     async def get_job(self, job_id: str) -> JobView | None:
-        row = await self.pool.fetchrow(_SELECT_JOB, job_id)
-        return view_from_row(row) if row is not None else None
+        if _has_nul(job_id):
+            return None
+        row = await self.pool.fetchrow(Q.job_by_id, job_id)
+        return ROWS.view_from_row(row) if row is not None else None
 
     async def list_jobs(self, *, state: JobState | None, limit: int, cursor: int) -> JobPage:
         if state is None:
-            sql = f"SELECT {_JOB_COLS} FROM kasp_jobs WHERE created_seq > $1 ORDER BY created_seq LIMIT $2"
-            rows = await self.pool.fetch(sql, cursor, limit)
+            rows = await self.pool.fetch(Q.list_jobs, cursor, limit)
         else:
-            sql = (
-                f"SELECT {_JOB_COLS} FROM kasp_jobs WHERE state = $3 AND created_seq > $1 "
-                "ORDER BY created_seq LIMIT $2"
-            )
-            rows = await self.pool.fetch(sql, cursor, limit, state.value)
-        jobs = [view_from_row(r) for r in rows]
+            rows = await self.pool.fetch(Q.list_jobs_in_state, cursor, limit, state.value)
+        jobs = _views(rows)
         return JobPage(jobs, jobs[-1].created_seq if len(jobs) == limit else None)
 
     async def job_events(self, job_id: str) -> list[Event] | None:
-        sql = f"SELECT {_EVENT_COLS} FROM kasp_events WHERE job_id = $1 ORDER BY version"
-        events = [event_from_row(r) for r in await self.pool.fetch(sql, job_id)]
+        if _has_nul(job_id):
+            return None
+        events = [event_from_row(r) for r in await self.pool.fetch(Q.job_events, job_id)]
         return events or None
 
     async def read_events(
         self, *, after: int, limit: int, job_id: str | None, type: EventType | None
     ) -> list[Event]:
-        where = ["seq > $1"]
-        params: list[Any] = [after, limit]
-        if job_id is not None:
-            params.append(job_id)
-            where.append(f"job_id = ${len(params)}")
-        if type is not None:
-            params.append(type.value)
-            where.append(f"type = ${len(params)}")
-        sql = f"SELECT {_EVENT_COLS} FROM kasp_events WHERE {' AND '.join(where)} ORDER BY seq LIMIT $2"
-        rows = await self.pool.fetch(sql, *params)
+        if _has_nul(job_id):
+            return []
+        if job_id is None and type is None:
+            rows = await self.pool.fetch(Q.events_after, after, limit)
+        elif type is None:
+            rows = await self.pool.fetch(Q.events_after_of_job, after, limit, job_id)
+        elif job_id is None:
+            rows = await self.pool.fetch(Q.events_after_of_type, after, limit, type.value)
+        else:
+            rows = await self.pool.fetch(Q.events_after_of_job_and_type, after, limit, job_id, type.value)
         return [event_from_row(r) for r in rows]
 
     async def stats(self) -> StoreStats:
-        row = await self.pool.fetchrow(
-            "SELECT last_seq, event_count, queued, running, done, failed, "
-            "(SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > $1) FROM kasp_log",
-            now_ms(),
-        )
-        last_seq, event_count, queued, running, done, failed, delayed = row
+        row = await self.pool.fetchrow(Q.stats, now_ms())
+        by_state = dict(zip(_STATE_COLUMNS, row[2:7], strict=True))
+        delayed = row[7]
         return StoreStats(
-            jobs={
-                JobState.QUEUED: queued,
-                JobState.RUNNING: running,
-                JobState.DONE: done,
-                JobState.FAILED: failed,
-            },
-            ready=max(0, queued - delayed),
+            jobs={s: by_state[s.value] for s in JobState},
+            ready=max(0, by_state["queued"] - delayed),
             delayed=delayed,
-            event_count=event_count,
-            last_seq=last_seq,
+            event_count=row[1],
+            last_seq=row[0],
         )
 
     async def unfinished_job_ids(self) -> list[str]:
-        rows = await self.pool.fetch(
-            "SELECT id FROM kasp_jobs WHERE state IN ('queued', 'running') ORDER BY created_seq"
-        )
-        return [r[0] for r in rows]
-
-
-async def _migrate(conn: asyncpg.Connection) -> None:
-    """Bring the database to SCHEMA_VERSION; idempotent, safe when instances start together."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
-        await conn.execute("CREATE TABLE IF NOT EXISTS kasp_schema (version integer NOT NULL)")
-        version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM kasp_schema")
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the database has kasp schema version {version}, newer than this kasp's {SCHEMA_VERSION}"
-            )
-        for step in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[step]:
-                await conn.execute(statement)
-            await conn.execute("INSERT INTO kasp_schema VALUES ($1)", step + 1)
-            log.info("PostgreSQL schema upgraded to version %d", step + 1, extra={"action": "schema_upgrade"})
-
-
-async def create_database(admin_dsn: str, name: str) -> None:
-    """CREATE DATABASE `name` (tests and benchmarks use a fresh one per run)."""
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    """DROP DATABASE `name`, disconnecting whoever still uses it."""
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-async def drop_schema(dsn: str) -> None:
-    """Remove kasp's tables, function and schema version from a database (a clean slate)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            "DROP TABLE IF EXISTS kasp_events, kasp_jobs, kasp_log, kasp_schema CASCADE; "
-            "DROP FUNCTION IF EXISTS kasp_notify() CASCADE"
-        )
-    finally:
-        await conn.close()
+        return [r[0] for r in await self.pool.fetch(Q.unfinished_ids)]
 
 
 class _GuardedPool:
@@ -669,9 +415,6 @@ class _GuardedPool:
     def __init__(self, pool: asyncpg.Pool, health: StoreHealth) -> None:
         self._pool = pool
         self._health = health
-
-    def acquire(self) -> Any:
-        return self._pool.acquire()  # used by _commit, whose errors _flush classifies
 
     async def fetch(self, query: str, *args: Any) -> list[Any]:
         try:
@@ -710,21 +453,20 @@ class _GuardedPool:
             raise error
 
 
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows to one list per column: the arrays `unnest` turns back into rows."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+async def _migrate(conn: asyncpg.Connection) -> None:
+    """Bring the database to SCHEMA_VERSION; idempotent, safe when instances start together."""
+    async with conn.transaction():
+        await conn.execute(Q.schema_lock)
+        await conn.execute(Q.schema_table)
+        version = await conn.fetchval(Q.schema_version)
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database has kasp schema version {version}, newer than this kasp's {SCHEMA_VERSION}"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            await conn.execute(MIGRATIONS[step])
+            await conn.execute(Q.schema_record, step + 1)
+            log.info("PostgreSQL schema upgraded to version %d", step + 1, extra={"action": "schema_upgrade"})
 
 
-def _fail(ops: Sequence[_Op], exc: BaseException) -> None:
-    for op in ops:
-        if not op.fut.done():
-            op.fut.set_exception(exc)
-
-
-def dsn_for(admin_dsn: str, name: str) -> str:
-    """The same server's DSN with another database name."""
-    base, _, _ = admin_dsn.rpartition("/")
-    return f"{base}/{name}"
-
-
-__all__ = ["PostgresStore", "create_database", "drop_database", "drop_schema", "dsn_for"]
+__all__ = ["PostgresStore"]

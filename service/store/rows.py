@@ -1,21 +1,28 @@
-"""How events and job views map to table rows, shared by the SQL stores.
+"""How events and job views map to table rows, shared by the SQL drivers.
 
-The jobs table holds the projection (one row per job, the `JobView` columns
-plus `ready_at_ms`, the moment a queued job may start: the queue's order).
-Event data is stored as compact JSON text, written once per event.
+The jobs table holds the projection (one row per job: the `JobView` columns
+plus `ready_at_ms`, the moment a queued job may start, which orders the
+queue). Event data is stored as compact JSON text, written once per event.
+The column order below is the one every query in service/store/sql/ names.
+
+Free text (a payload, an error) may hold U+0000, which JSON allows and
+PostgreSQL's `text` cannot store: a driver whose text type refuses NUL keeps
+those columns as JSON string literals (`Rows(json_text=True)`); event data is
+JSON already, and JSON escapes NUL.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from domain.events import Event
 from domain.projection import JobView
 from domain.states import EventType, JobState
+from service.store.core import ready_at_ms
 
-#: Column order of `view_row` / `view_from_row`; both SQL schemas name them so.
+#: kasp_jobs' columns in the order of `Rows.view_row` (the sql/*.sql files list them so).
 JOB_COLUMNS = (
     "id",
     "payload",
@@ -30,52 +37,68 @@ JOB_COLUMNS = (
     "version",
     "created_seq",
     "ready_at_ms",
+    "priority",
+    "timeout_ms",
+    "result",
 )
 EVENT_COLUMNS = ("seq", "job_id", "version", "type", "at_ms", "from_state", "to_state", "attempt", "data")
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_STATE = {s.value: s for s in JobState}
+_TYPE = {t.value: t for t in EventType}
 
 
-def ready_at_ms(view: JobView) -> int | None:
-    """When a queued job may start (None unless queued): the queue is ordered by it."""
-    if view.state is not JobState.QUEUED:
-        return None
-    return view.next_attempt_at_ms if view.next_attempt_at_ms is not None else view.updated_at_ms
+def _same(text: str) -> str:
+    return text
 
 
-def view_row(view: JobView) -> tuple[Any, ...]:
-    return (
-        view.id,
-        view.payload,
-        view.max_retries,
-        view.state.value,
-        view.attempts,
-        view.budget_used,
-        view.last_error,
-        view.created_at_ms,
-        view.updated_at_ms,
-        view.next_attempt_at_ms,
-        view.version,
-        view.created_seq,
-        ready_at_ms(view),
-    )
+class Rows:
+    """Row conversion for one driver; `json_text` stores free text as JSON string literals."""
 
+    def __init__(self, *, json_text: bool) -> None:
+        self._encode: Callable[[str], str] = _dumps if json_text else _same
+        self._decode: Callable[[str], str] = json.loads if json_text else _same
 
-def view_from_row(row: Sequence[Any]) -> JobView:
-    return JobView(
-        id=row[0],
-        payload=row[1],
-        max_retries=row[2],
-        state=JobState(row[3]),
-        attempts=row[4],
-        budget_used=row[5],
-        last_error=row[6],
-        created_at_ms=row[7],
-        updated_at_ms=row[8],
-        next_attempt_at_ms=row[9],
-        version=row[10],
-        created_seq=row[11],
-    )
+    def view_row(self, view: JobView) -> tuple[Any, ...]:
+        encode = self._encode
+        return (
+            view.id,
+            encode(view.payload),
+            view.max_retries,
+            view.state.value,
+            view.attempts,
+            view.budget_used,
+            encode(view.last_error) if view.last_error is not None else None,
+            view.created_at_ms,
+            view.updated_at_ms,
+            view.next_attempt_at_ms,
+            view.version,
+            view.created_seq,
+            ready_at_ms(view),
+            view.priority,
+            view.timeout_ms,
+            _dumps(view.result) if view.result is not None else None,  # JSON: NUL is escaped
+        )
+
+    def view_from_row(self, row: Sequence[Any]) -> JobView:
+        decode = self._decode
+        return JobView(
+            id=row[0],
+            payload=decode(row[1]),
+            max_retries=row[2],
+            state=_STATE[row[3]],
+            attempts=row[4],
+            budget_used=row[5],
+            last_error=decode(row[6]) if row[6] is not None else None,
+            created_at_ms=row[7],
+            updated_at_ms=row[8],
+            next_attempt_at_ms=row[9],
+            version=row[10],
+            created_seq=row[11],
+            priority=row[13],
+            timeout_ms=row[14],
+            result=json.loads(row[15]) if row[15] is not None else None,
+        )
 
 
 def event_row(event: Event) -> tuple[Any, ...]:
@@ -97,10 +120,10 @@ def event_from_row(row: Sequence[Any]) -> Event:
         seq=row[0],
         job_id=row[1],
         version=row[2],
-        type=EventType(row[3]),
+        type=_TYPE[row[3]],
         at_ms=row[4],
-        from_state=JobState(row[5]) if row[5] is not None else None,
-        to_state=JobState(row[6]),
+        from_state=_STATE[row[5]] if row[5] is not None else None,
+        to_state=_STATE[row[6]],
         attempt=row[7],
         data=json.loads(row[8]),
     )

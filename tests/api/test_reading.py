@@ -70,7 +70,8 @@ def test_a_job_waiting_out_its_retry_delay_is_queued_with_next_attempt_at(make_s
     assert TIMESTAMP.fullmatch(job["next_attempt_at"])
     stats = client.get("/stats").json()
     assert stats["queue"]["delayed"] == 1 and stats["queue"]["depth"] == 0
-    assert stats["workers"]["busy"] == 0  # a delayed retry holds no worker
+    # A delayed retry holds no worker: the one that recorded it is free once its write returns.
+    wait_until(lambda: client.get("/stats").json()["workers"]["busy"] == 0)
 
 
 def test_unknown_jobs_are_404(client: httpx.Client) -> None:
@@ -197,13 +198,16 @@ def test_stats_count_jobs_events_and_workers(make_server: MakeServer) -> None:
     for job_id, payload in [("ok1", "ok"), ("ok2", "ok"), ("bad", "fail")]:
         enqueue(client, job_id, payload)
     settle(client, "ok1", "ok2", "bad")
-    assert client.get("/stats").json() == {
+    expected = {
         "accepting": True,
         "queue": {"depth": 0, "capacity": 10, "delayed": 0},
         "workers": {"size": 3, "busy": 0},
         "jobs": {"queued": 0, "running": 0, "done": 2, "failed": 1, "cancelled": 0},
         "events": {"count": 9, "last_seq": 9},
     }
+    # A durable store's readers see a commit as soon as it is on disk, a moment before the
+    # worker that wrote it hears back and counts itself free: wait for that moment.
+    wait_until(lambda: client.get("/stats").json() == expected)
 
 
 def test_busy_workers_and_running_jobs_show_in_stats(make_server: MakeServer) -> None:

@@ -34,7 +34,7 @@ def cluster() -> Iterator[ThrowawayCluster]:
 @pytest.fixture
 def cluster_dsn(cluster: ThrowawayCluster) -> str:
     """A fresh database on the throwaway cluster."""
-    from service.store.postgres import create_database, dsn_for
+    from tests.support.postgres import create_database, dsn_for
 
     name = f"kasp_faults_{uuid.uuid4().hex[:8]}"
     asyncio.run(create_database(cluster.admin_dsn, name))

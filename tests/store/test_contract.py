@@ -1,4 +1,4 @@
-"""The store contract (service/store/base.py), run against memory, SQLite and PostgreSQL."""
+"""The store contract (service/store/base.py, the rules of service/store/core.py), on every store."""
 
 from __future__ import annotations
 
@@ -68,14 +68,14 @@ def test_claims_take_the_oldest_ready_job_and_hand_each_to_one_caller(
 
     async def claim_all() -> list[str | None]:
         views = await asyncio.gather(*(store.claim_ready(at_ms=now_ms()) for _ in range(12)))
-        return [v.id if v is not None else None for v in views]
+        return [v[0].id if v else None for v in views]
 
     claimed = harness.run(claim_all())
     ids = [c for c in claimed if c is not None]
     assert sorted(ids) == [f"j{i}" for i in range(8)] and claimed.count(None) == 4
     started = harness.run(store.read_events(after=0, limit=BIG, job_id=None, type=EventType.STARTED))
     assert sorted(e.job_id for e in started) == sorted(ids) and {e.attempt for e in started} == {1}
-    assert harness.run(store.claim_ready(at_ms=now_ms())) is None
+    assert harness.claim_one(store) is None
     assert harness.run(store.stats()).jobs[JobState.RUNNING] == 8
 
 
@@ -83,7 +83,7 @@ def test_claims_follow_enqueue_order(store: EventStore, harness: StoreHarness) -
     t = now_ms()
     for i, name in enumerate(["first", "second", "third"]):
         harness.run(store.enqueue(job.enqueue(name, "", 0, at_ms=t + i), capacity=10))
-    order = [harness.run(store.claim_ready(at_ms=t + 10)) for _ in range(3)]
+    order = [harness.claim_one(store, t + 10) for _ in range(3)]
     assert [v.id for v in order if v is not None] == ["first", "second", "third"]
 
 
@@ -91,7 +91,7 @@ def test_a_stale_version_is_refused_and_an_unknown_job_is_reported(
     store: EventStore, harness: StoreHarness
 ) -> None:
     harness.run(store.enqueue(enqueued("a"), capacity=10))
-    running = harness.run(store.claim_ready(at_ms=now_ms()))
+    running = harness.claim_one(store)
     assert running is not None
     harness.run(store.append(job.succeed(running, at_ms=now_ms(), duration_ms=1)))
     with pytest.raises(VersionConflict):  # a second outcome for the same attempt
@@ -111,7 +111,7 @@ def test_a_delayed_retry_is_not_ready_until_due_and_does_not_count_against_capac
     store: EventStore, harness: StoreHarness
 ) -> None:
     harness.run(store.enqueue(enqueued("a", max_retries=1), capacity=1))
-    running = harness.run(store.claim_ready(at_ms=now_ms()))
+    running = harness.claim_one(store)
     assert running is not None
     policy = Backoff(60_000, 60_000)
 
@@ -122,15 +122,13 @@ def test_a_delayed_retry_is_not_ready_until_due_and_does_not_count_against_capac
     retry = job.fail(running, error="boom", at_ms=now_ms(), duration_ms=1, policy=policy, rng=Max())
     view = harness.run(store.append(retry))
     assert view.state is JobState.QUEUED and view.next_attempt_at_ms == retry.at_ms + 60_000
-    assert harness.run(store.claim_ready(at_ms=now_ms())) is None
+    assert harness.claim_one(store) is None
     assert harness.run(store.next_due_ms()) == view.next_attempt_at_ms
     stats = harness.run(store.stats())
     assert (stats.ready, stats.delayed, stats.jobs[JobState.QUEUED]) == (0, 1, 1)
     harness.run(store.enqueue(enqueued("b"), capacity=1))  # the waiting retry holds no queue slot
     later = view.next_attempt_at_ms + 1
-    claimed = {
-        v.id: v for v in (harness.run(store.claim_ready(at_ms=later)) for _ in range(2)) if v is not None
-    }
+    claimed = {v.id: v for v in (harness.claim_one(store, later) for _ in range(2)) if v is not None}
     assert sorted(claimed) == ["a", "b"] and claimed["a"].attempts == 2
 
 
@@ -140,7 +138,7 @@ def test_reads_page_filter_and_replay_to_the_live_projection(
     for i in range(5):
         harness.run(store.enqueue(enqueued(f"j{i}"), capacity=100))
     for _ in range(3):
-        running = harness.run(store.claim_ready(at_ms=now_ms()))
+        running = harness.claim_one(store)
         assert running is not None
         harness.run(store.append(job.succeed(running, at_ms=now_ms(), duration_ms=1)))
     events = harness.run(all_events(store))
@@ -179,7 +177,7 @@ def test_listeners_hear_every_committed_event_in_seq_order(store: EventStore, ha
     heard: list[int] = []
     store.add_listener(lambda e: heard.append(e.seq))
     harness.run(store.enqueue(enqueued("a"), capacity=10))
-    running = harness.run(store.claim_ready(at_ms=now_ms()))
+    running = harness.claim_one(store)
     assert running is not None
     with pytest.raises(QueueFull):
         harness.run(store.enqueue(enqueued("b"), capacity=0))

@@ -1,4 +1,7 @@
-"""What only the durable stores promise: reopening, recovery, leases, exclusive claims."""
+"""What only the durable stores promise: reopening, recovery, leases, exclusive claims across instances.
+
+Memory is left out on purpose: it has no file to reopen, no previous process to recover from,
+and no second instance to share a queue with."""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def durable_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> s
 def durable(durable_url: str) -> StoreHarness:
     h = StoreHarness(durable_url)
     yield h  # type: ignore[misc]
-    h.close()
+    h.close_all()
     h.loop.close()
 
 
@@ -37,7 +40,7 @@ def test_a_reopened_store_has_every_job_and_continues_the_seq(durable: StoreHarn
     store = durable.open()
     for i in range(3):
         durable.run(store.enqueue(job.enqueue(f"j{i}", "p", 1, at_ms=now_ms()), capacity=10))
-    running = durable.run(store.claim_ready(at_ms=now_ms()))
+    running = durable.claim_one(store)
     assert running is not None
     durable.run(store.append(job.succeed(running, at_ms=now_ms(), duration_ms=1)))
     before = [durable.run(store.get_job(f"j{i}")) for i in range(3)]
@@ -63,7 +66,7 @@ def test_sqlite_interrupts_attempts_left_running_by_the_previous_process(tmp_pat
     try:
         store = h.open()
         h.run(store.enqueue(job.enqueue("a", "p", 0, at_ms=now_ms()), capacity=10))
-        assert h.run(store.claim_ready(at_ms=now_ms())) is not None
+        assert h.claim_one(store) is not None
         h.close()
         store = h.open()
         events = h.run(store.job_events("a")) or []
@@ -73,10 +76,10 @@ def test_sqlite_interrupts_attempts_left_running_by_the_previous_process(tmp_pat
             (EventType.INTERRUPTED, 1),
         ]
         assert events[-1].data == {"reason": "restart"}
-        view = h.run(store.claim_ready(at_ms=now_ms()))
+        view = h.claim_one(store)
         assert view is not None and view.attempts == 2 and view.attempts_left == 0
     finally:
-        h.close()
+        h.close_all()
         h.loop.close()
 
 
@@ -88,7 +91,7 @@ def test_sqlite_refuses_a_second_process_on_the_same_file(tmp_path: os.PathLike[
         with pytest.raises(StoreBusy, match="another kasp process"):
             h.another()
     finally:
-        h.close()
+        h.close_all()
         h.loop.close()
 
 
@@ -100,8 +103,8 @@ def test_an_expired_lease_is_recovered_as_interrupted_and_the_late_outcome_refus
         assert isinstance(a, SharedStore) and a.instance_id != b.instance_id
         h.run(a.enqueue(job.enqueue("kept", "p", 0, at_ms=now_ms()), capacity=10))
         h.run(a.enqueue(job.enqueue("lost", "p", 0, at_ms=now_ms()), capacity=10))
-        kept = h.run(a.claim_ready(at_ms=now_ms()))
-        lost = h.run(a.claim_ready(at_ms=now_ms()))
+        kept = h.claim_one(a)
+        lost = h.claim_one(a)
         assert kept is not None and lost is not None
         assert h.run(b.recover_expired()) == 0  # leases still valid
 
@@ -118,11 +121,10 @@ def test_an_expired_lease_is_recovered_as_interrupted_and_the_late_outcome_refus
         with pytest.raises(VersionConflict):  # a's outcome for the lost attempt comes too late
             h.run(a.append(job.succeed(lost, at_ms=now_ms(), duration_ms=1)))
         h.run(a.append(job.succeed(kept, at_ms=now_ms(), duration_ms=1)))
-        again = h.run(b.claim_ready(at_ms=now_ms()))
+        again = h.claim_one(b)
         assert again is not None and (again.id, again.attempts) == ("lost", 2)
-        h.run(b.close())
     finally:
-        h.close()
+        h.close_all()
         h.loop.close()
 
 
@@ -138,8 +140,8 @@ def test_two_instances_claiming_together_take_each_job_once(fresh_pg: str) -> No
 
         async def claim_until_empty(store: SharedStore) -> list[str]:
             ids = []
-            while (view := await store.claim_ready(at_ms=now_ms())) is not None:
-                ids.append(view.id)
+            while views := await store.claim_ready(at_ms=now_ms(), limit=3):
+                ids.extend(v.id for v in views)
             return ids
 
         async def both() -> list[list[str]]:
@@ -154,7 +156,6 @@ def test_two_instances_claiming_together_take_each_job_once(fresh_pg: str) -> No
         while EventType.ENQUEUED not in woken and time.monotonic() < deadline:
             h.run(asyncio.sleep(0.02))  # notifications arrive on b's LISTEN connection
         assert EventType.ENQUEUED in woken
-        h.run(b.close())
     finally:
-        h.close()
+        h.close_all()
         h.loop.close()

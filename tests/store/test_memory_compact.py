@@ -1,4 +1,7 @@
-"""The memory store keeps events in a compact form: what comes back out must be what went in."""
+"""The memory store keeps events in a compact form: what comes back out must be what went in.
+
+Memory only: the tuple encoding it checks is the memory store's own (SQL rows are checked in
+test_contract.py and test_strings.py on every store)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ async def _run_jobs(store: MemoryStore, n: int) -> list[Event]:
         await store.enqueue(job.enqueue(f"j{i}", f"payload {i}", 2, at_ms=at), capacity=10**6)
     for round_ in range(6):
         at += 1000
-        while (view := await store.claim_ready(at_ms=at)) is not None:
+        while claimed := await store.claim_ready(at_ms=at):
+            (view,) = claimed
             if (view.attempts + round_) % 3 == 0:
                 await store.append(job.succeed(view, at_ms=at, duration_ms=5))
             else:
@@ -71,7 +75,7 @@ def test_retained_jobs_and_events_are_not_tracked_by_the_garbage_collector() -> 
 
 async def _finish(store: MemoryStore, job_id: str, at: int) -> None:
     await store.enqueue(job.enqueue(job_id, "p", 0, at_ms=at), capacity=100)
-    view = await store.claim_ready(at_ms=at)
+    (view,) = await store.claim_ready(at_ms=at)
     assert view is not None and view.id == job_id
     await store.append(job.succeed(view, at_ms=at, duration_ms=1))
 

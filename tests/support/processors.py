@@ -61,3 +61,8 @@ async def scripted(attempt: Attempt) -> object:
 
 def not_async(attempt: Attempt) -> None:
     """A processor that is not async: PROCESSOR must refuse it."""
+
+
+async def fail_with_payload(attempt: Attempt) -> None:
+    """Every attempt fails with the payload as its error message (any text, U+0000 included)."""
+    raise ScriptedFailure(attempt.payload)

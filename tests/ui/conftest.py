@@ -72,7 +72,7 @@ def _run_outside_playwright(coroutine: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """tests/conftest.py's database, created and dropped outside Playwright's loop."""
-    from service.store.postgres import create_database, drop_database, dsn_for
+    from tests.support.postgres import create_database, drop_database, dsn_for
 
     name = f"kasp_ui_test_{uuid.uuid4().hex[:12]}"
     _run_outside_playwright(create_database(PG_ADMIN_DSN, name))
@@ -82,7 +82,7 @@ def pg_dsn() -> Iterator[str]:
 
 @pytest.fixture
 def fresh_pg(pg_dsn: str) -> str:
-    from service.store.postgres import drop_schema
+    from tests.support.postgres import drop_schema
 
     _run_outside_playwright(drop_schema(pg_dsn))
     return pg_dsn

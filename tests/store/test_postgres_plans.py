@@ -1,0 +1,69 @@
+"""PostgreSQL's hot queries read in the order of an index, before and after ANALYZE, so a
+claim's cost does not grow with the backlog.
+
+PostgreSQL only: query plans are its planner's; SQLite's claim names its index (INDEXED BY)
+and memory has no planner."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import asyncpg
+
+from domain import job
+from service.clock import now_ms
+from service.store.postgres import Q
+from tests.store.conftest import StoreHarness
+
+#: query name -> the index its plan must scan; every plan scans some index, never the table
+HOT = {
+    "claimable": "kasp_jobs_claim",  # the claim order itself: the first rows are the answer
+    "lock_jobs_and_claimable": "kasp_jobs_claim",
+    "lock_log_counting_delayed": "kasp_jobs_queue",
+    "evictable": "kasp_jobs_finished",
+    "any_expired": "kasp_jobs_",  # the leases or the state index: running jobs are few either way
+}
+
+
+def test_claims_and_counts_use_their_index_before_and_after_analyze(fresh_pg: str) -> None:
+    h = StoreHarness(fresh_pg)
+    try:
+        store = h.open(retain_finished=10**9)
+
+        async def backlog() -> None:
+            for first in range(0, 6000, 1000):
+                events = [job.enqueue(f"j{n}", "p", 0, at_ms=now_ms()) for n in range(first, first + 1000)]
+                await store.enqueue_many(events, capacity=10**9)
+            running = await store.claim_ready(at_ms=now_ms(), limit=2000)
+            await asyncio.gather(
+                *(store.append(job.succeed(v, at_ms=now_ms(), duration_ms=0)) for v in running)
+            )
+
+        h.run(backlog())
+
+        async def plans(analyze: bool) -> dict[str, str]:
+            conn = await asyncpg.connect(fresh_pg, server_settings={"enable_sort": "off"})
+            try:
+                if analyze:
+                    await conn.execute("ANALYZE kasp_jobs")
+                args = {
+                    "claimable": (now_ms(), 8),
+                    "lock_jobs_and_claimable": (["j1", "j2"], now_ms(), 8),
+                    "lock_log_counting_delayed": (now_ms(),),
+                    "evictable": (100,),
+                }
+                return {
+                    name: "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + Q[name], *args.get(name, ())))
+                    for name in HOT
+                }
+            finally:
+                await conn.close()
+
+        for analyze in (False, True):
+            for name, plan in h.run(plans(analyze)).items():
+                assert re.search(rf"Index (Only )?Scan (using|on) {HOT[name]}", plan), (analyze, name, plan)
+                assert "Seq Scan on kasp_jobs" not in plan, (analyze, name, plan)
+    finally:
+        h.close_all()
+        h.loop.close()
