@@ -23,7 +23,7 @@ from service.metrics import Metrics
 from service.pool import WorkerPool
 from service.processors import load_processor
 from service.store import open_store
-from service.store.base import EventStore
+from service.store.base import EventStore, SharedStore
 from service.waiters import JobWaiters
 
 #: kasp's Sanic app; its `ctx` carries `config`, `parts` (once started) and lifecycle flags.
@@ -55,6 +55,8 @@ async def build_parts(config: Config, *, processor: Processor | None = None) -> 
     store.add_listener(feed.on_event)
     waiters = JobWaiters()
     store.add_listener(waiters.on_event)
+    if isinstance(store, SharedStore):
+        store.add_remote_listener(waiters.on_remote_event)
     engine = Engine(store, capacity=config.queue_size, clock=now_ms)
     pool = WorkerPool(
         store,

@@ -240,12 +240,35 @@ class WorkerPool:
         if not available:
             self._wake_one()
 
-    def _on_remote_event(self, type_: EventType, due_ms: int | None) -> None:
-        """Another instance committed an event: wake a worker as if it were ours."""
-        if type_ in _WAKES_WORK:
+    def _on_remote_event(self, type_: EventType, due_ms: int | None, job_id: str) -> None:
+        """Another instance committed an event: wake a worker as if it were ours, or, for a
+        `cancelled`, cancel the attempt of that job this pool runs."""
+        if type_ is EventType.ENQUEUED and due_ms is not None and due_ms > now_ms():
+            self._wake_at(due_ms)  # scheduled: nothing to do before its time
+        elif type_ in _WAKES_WORK:
             self._wake_one()
         elif type_ is EventType.RETRY_SCHEDULED and due_ms is not None:
             self._wake_at(due_ms)
+        elif type_ is EventType.CANCELLED and (job_id in self._attempts or self._claimed):
+            chore = asyncio.create_task(self._on_remote_cancel(job_id), name=f"kasp-cancel-{job_id}")
+            self._chores.add(chore)
+            chore.add_done_callback(self._chores.discard)
+
+    async def _on_remote_cancel(self, job_id: str) -> None:
+        """The notification names the job, not the attempt: read the job, so a late notice
+        of an earlier cancel never cuts a later attempt (one query, only for our own jobs)."""
+        try:
+            view = await self._store.get_job(job_id)
+        except Exception:
+            log.exception("reading cancelled job %r failed", job_id, extra={"action": "cancel_error"})
+            return
+        if view is None or view.state is not JobState.CANCELLED or view.attempts == 0:
+            return
+        running = self._attempts.get(job_id)
+        if running is not None and running.view.attempts == view.attempts:
+            self._cut(running, "cancelled")
+        elif self._claimed:
+            self._drop_claimed(job_id, view.attempts)
 
     def _wake_one(self) -> None:
         idle = self._idle

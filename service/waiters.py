@@ -39,8 +39,8 @@ class JobWaiters:
         if self._waiting and event.to_state in FINISHED_STATES:
             self._wake(event.job_id)
 
-    def on_remote_event(self, type_: EventType, job_id: str) -> None:
-        """Another instance committed `type_` for `job_id`."""
+    def on_remote_event(self, type_: EventType, due_ms: int | None, job_id: str) -> None:
+        """Remote listener: another instance committed `type_` for `job_id`."""
         if type_ in FINISHING_TYPES and self._waiting:
             self._wake(job_id)
 

@@ -134,7 +134,7 @@ def test_two_instances_claiming_together_take_each_job_once(fresh_pg: str) -> No
         a = h.open()
         b = h.another()
         woken: list[EventType] = []
-        b.add_remote_listener(lambda type_, due: woken.append(type_))
+        b.add_remote_listener(lambda type_, due, job_id: woken.append(type_))
         for i in range(40):
             h.run(a.enqueue(job.enqueue(f"j{i}", "p", 0, at_ms=now_ms()), capacity=100))
 
