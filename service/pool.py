@@ -194,7 +194,12 @@ class WorkerPool:
         while True:
             try:
                 if self._running:
-                    await store.renew_leases(list(self._running))
+                    held = await store.renew_leases(list(self._running))
+                    if held < len(self._running) and self._attempts:
+                        # Some job is no longer ours to run: perhaps cancelled, its
+                        # notification lost with a dropped LISTEN connection.
+                        for job_id in list(self._attempts):
+                            await self._on_remote_cancel(job_id)
                 if not self._stop.is_set():
                     await store.recover_expired()
             except StoreUnavailable:
