@@ -33,6 +33,7 @@ from domain.events import Event  # noqa: E402
 from domain.processor import SimulatedProcessor  # noqa: E402
 from domain.states import EventType  # noqa: E402
 from service.config import load  # noqa: E402
+from service.engine import JobRequest  # noqa: E402
 from service.parts import Parts, build_parts  # noqa: E402
 
 #: Client connections for the HTTP enqueue: twice the workers, as `make bench` drives /enqueue with 32..64.
@@ -69,7 +70,7 @@ async def enqueue(dsn: str, jobs: int) -> dict[str, float]:
         engine = parts.engine
         began = time.perf_counter()
         for batch in chunks(jobs):
-            await asyncio.gather(*(engine.enqueue(f"job-{i}", PAYLOAD, 0) for i in batch))
+            await asyncio.gather(*(engine.enqueue(JobRequest(f"job-{i}", PAYLOAD)) for i in batch))
         return {"seconds": time.perf_counter() - began}
     finally:
         await parts.store.close()
