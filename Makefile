@@ -86,7 +86,8 @@ clean:
 ## `bench`: kasp against its baselines (bench/run.py, wrk installed from Debian when
 ## missing; sizes via BENCH_* variables, see bench/README.md), then every store
 ## (bench/stores.py), then the event-stream fan-out (bench/stream_fanout.py), then the
-## cost of 10 open dashboards to the engine (bench/dashboards.py).
+## cost of 10 open dashboards to the engine (bench/dashboards.py), then /healthz and
+## /enqueue under 2,000 slowloris connections (bench/slowloris.py).
 bench: install
 	$(BIN)/python -m bench.run
 	bash .ci/start-postgres
@@ -94,3 +95,4 @@ bench: install
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/stream_fanout.py
 	$(BIN)/python bench/dashboards.py
+	$(BIN)/python bench/slowloris.py

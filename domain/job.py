@@ -82,7 +82,8 @@ def fail(
     rng: RandomSource,
     reason: FailureReason = "error",
 ) -> Event:
-    """`retry_scheduled` while the budget has attempts left, `failed` when it has none."""
+    """`retry_scheduled` while the budget has attempts left, `failed` when it has none.
+    `reason`: "error" (the processor raised or returned no JSON) or "timeout" (SPEC)."""
     error = error[:MAX_ERROR_CHARS]
     if job.attempts_left <= 0:
         data: dict[str, Any] = {"error": error, "reason": reason, "duration_ms": duration_ms}

@@ -25,9 +25,11 @@ from sanic.log import LOGGING_CONFIG_DEFAULTS
 from service import config as config_module
 from service import inspector
 from service.config import Config, ConfigError
+from service.connections import raise_fd_limit
 from service.http import access, docs, drain, enqueue, events, health, jobs, stats, stream
 from service.http import metrics as metrics_routes
 from service.http.errors import KaspErrorHandler
+from service.http.protocol import KaspProtocol
 from service.parts import App, build_parts, parts_of
 from service.processors import load_processor
 from service.shutdown import Shutdown, relay_signals
@@ -38,11 +40,37 @@ log = logging.getLogger("kasp")
 
 APP_NAME = "kasp"
 HEAD_BUDGET_BYTES = 64 * 1024  # request line + headers allowed on top of MAX_BODY_BYTES
+#: Connections the kernel queues before kasp accepts them (Sanic's default is 100). Under a
+#: connection flood (bench/slowloris.py) 100 overflowed and a new client's SYN was dropped,
+#: costing it a 1 s+ retransmission; Linux caps this at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG = 1024
 
 
 class KaspSanic(Sanic[Any, Any]):
     """Sanic whose default listen address is HOST/PORT from kasp's configuration,
-    so the plain Sanic CLI serves where `make start` does (-H/-p still win)."""
+    so the plain Sanic CLI serves where `make start` does (-H/-p still win), and whose
+    connections run KaspProtocol (request deadline, connection cap, 414/431) however
+    the server is started: the CLI and app.run() call prepare(), tests create_server()."""
+
+    def prepare(
+        self,
+        *args: Any,
+        protocol: type[asyncio.Protocol] | None = None,
+        backlog: int = LISTEN_BACKLOG,
+        **kwargs: Any,
+    ) -> None:
+        super().prepare(*args, protocol=protocol or KaspProtocol, backlog=backlog, **kwargs)
+
+    async def create_server(
+        self,
+        *args: Any,
+        protocol: type[asyncio.Protocol] | None = None,
+        backlog: int = LISTEN_BACKLOG,
+        **kwargs: Any,
+    ) -> Any:
+        return await super().create_server(
+            *args, protocol=protocol or KaspProtocol, backlog=backlog, **kwargs
+        )
 
     def get_address(  # type: ignore[override]
         self, host: str | None, port: int | None, version: Any = HTTP.VERSION_1, auto_tls: bool = False
@@ -72,6 +100,7 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
     app.config.HOST, app.config.PORT = config.host, config.port
     app.ctx.config = config
     app.ctx.ready = False
+    app.router.register_pattern(jobs.JOB_ID_PARAM, jobs.job_id_from_path, r"[^/]+")
     for module in (enqueue, jobs, events, health, stats, docs, stream, metrics_routes, dashboard, drain):
         app.blueprint(module.bp)
     app.on_request(access.check)  # the one access decision for every route (service/http/access.py)
@@ -106,6 +135,7 @@ def _refuse_several_processes(app: App) -> None:
 
 async def _start(app: App) -> None:
     config: Config = app.ctx.config
+    soft_before, soft, hard = raise_fd_limit()
     try:
         parts = await build_parts(config)
     except StoreUnavailable as exc:  # docs/STORAGE.md, Faults: kasp starts only on a store it can write
@@ -119,6 +149,16 @@ async def _start(app: App) -> None:
         config.queue_size,
         config.store,
         extra={"action": "service_start"},
+    )
+    log.info(
+        "file descriptors: soft limit %d (was %d), hard limit %d; at most %d client connections, "
+        "each request complete within %g s",
+        soft,
+        soft_before,
+        hard,
+        parts.gate.cap,
+        config.request_deadline,
+        extra={"action": "connection_limits"},
     )
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from service.connections import FD_RESERVE
+
 
 class ConfigError(ValueError):
     """A setting's value is malformed or out of range; the message names the variable."""
@@ -243,6 +245,25 @@ SETTINGS: tuple[Setting, ...] = (
         "INSPECTOR_PORT", "6457", parse_int, "the Inspector's port on localhost (Sanic's default)", 1, 65_535
     ),
     Setting(
+        "REQUEST_DEADLINE",
+        "10",
+        parse_seconds,
+        "seconds a client gets to send a whole request, head and body, from its first byte (from the "
+        "connection's opening for the first request), however steadily it trickles; then 408 and close",
+        0.1,
+        3600,
+    ),
+    Setting(
+        "MAX_CONNECTIONS",
+        "4096",
+        parse_int,
+        f"client connections open at once (kept {FD_RESERVE} under the file-descriptor limit); at the "
+        "cap a new connection closes the one waiting longest for its request head, or gets 503 if all "
+        "are busy",
+        1,
+        1_000_000,
+    ),
+    Setting(
         "STREAM_HEARTBEAT",
         "15",
         parse_seconds,
@@ -257,6 +278,15 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds an /events/stream subscriber may leave data unread before it is dropped",
         0.01,
         50,
+    ),
+    Setting(
+        "STREAM_MAX_AGE",
+        "0",
+        parse_seconds,
+        "seconds after which /events/stream ends with `event: end` (an EventSource reconnects and "
+        "resumes with Last-Event-ID; a bound for proxies and tests); 0 = never",
+        0,
+        86_400,
     ),
 )
 
@@ -287,8 +317,11 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     inspector: bool = False
     inspector_port: int = 6457
+    request_deadline: float = 10.0
+    max_connections: int = 4096
     stream_heartbeat: float = 15.0
     stream_send_timeout: float = 10.0
+    stream_max_age: float = 0.0
 
     @property
     def store_kind(self) -> StoreKind:

@@ -97,7 +97,11 @@ class EventFeed:
         message = self._formatted.get(event.seq)
         if message is None:
             data = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
-            message = f"id: {event.seq}\nevent: {event.type.value}\ndata: {data}\n\n".encode()
+            # backslashreplace: a lone surrogate (refused at input, escaped in error texts) could
+            # still only come out as its JSON escape, never as an exception that stops every reader
+            message = f"id: {event.seq}\nevent: {event.type.value}\ndata: {data}\n\n".encode(
+                "utf-8", "backslashreplace"
+            )
             if len(message) <= FORMAT_CACHE_BYTES:
                 cache = self._formatted
                 self._formatted_bytes += len(message)

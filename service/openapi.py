@@ -28,6 +28,7 @@ from service.http.enqueue import (
     PRIORITY_MIN,
 )
 from service.http.errors import RETRY_AFTER_DRAINING_S, RETRY_AFTER_FULL_S
+from service.http.stream import CONTROL_MESSAGES as STREAM_CONTROL_MESSAGES
 from service.store.faults import RETRY_AFTER_S as RETRY_AFTER_STORE_S
 
 OPENAPI_VERSION = "3.0.3"  # the newest version the packaged Swagger UI (4.15) renders fully
@@ -238,6 +239,22 @@ SCHEMAS: dict[str, Schema] = {
         },
         "additionalProperties": False,
     },
+    "StreamMessage": {
+        "type": "object",
+        "description": "One Server-Sent Events message of `/events/stream`, as an EventSource parses it. "
+        "For an event, `event` is its type, `data` the `Event` JSON and `id` its seq. Control messages "
+        "carry no `id` and a JSON object in `data` with a `message`: `gap` (events no longer retained "
+        "were skipped), `shutdown` (the service stops), `dropped` (the subscriber read nothing for "
+        "STREAM_SEND_TIMEOUT), `end` (the stream reached STREAM_MAX_AGE). Comments (`: keepalive`) "
+        "and the opening `retry:` are not messages.",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": [*_EVENT_TYPES, *STREAM_CONTROL_MESSAGES]},
+            "data": {"type": "string", "description": "JSON: an `Event`, or a control message's object"},
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the event's seq"},
+            "retry": {"type": "integer", "minimum": 0, "description": "reconnect delay, ms"},
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status"],
@@ -248,7 +265,10 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["status"],
         "properties": {
-            "status": {"type": "string", "enum": ["ready", "starting", "draining", "store_unavailable"]},
+            "status": {
+                "type": "string",
+                "enum": ["ready", "starting", "draining", "store_unavailable", "degraded"],
+            },
             "since_ms": {"type": "integer", "description": "store_unavailable: when the outage began"},
             "error": {"type": "string", "description": "store_unavailable: the store's last error"},
         },
@@ -277,7 +297,7 @@ SCHEMAS: dict[str, Schema] = {
                 "type": "object",
                 "required": ["size", "busy"],
                 "properties": {
-                    "size": {"type": "integer", "minimum": 1},
+                    "size": {"type": "integer", "minimum": 0, "description": "worker tasks alive now"},
                     "busy": {"type": "integer", "minimum": 0},
                 },
                 "additionalProperties": False,
@@ -401,11 +421,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/readyz"): {
         "tags": ["operations"],
         "summary": "Readiness",
-        "description": "503 before the server is ready, once shutdown began, and while the store "
-        "cannot be reached or written.",
+        "description": "503 before the server is ready, once shutdown began, while the store "
+        "cannot be reached or written, and while fewer worker tasks are alive than WORKERS "
+        "(`degraded`: a worker ended unexpectedly and is being replaced).",
         "responses": {
             "200": _json("Readiness", "ready"),
-            "503": _json("Readiness", "starting, draining, or store_unavailable"),
+            "503": _json("Readiness", "starting, draining, store_unavailable or degraded"),
         },
     },
     ("get", "/jobs/{id}"): {
@@ -519,7 +540,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             },
         ],
         "responses": {
-            "200": _body("text/event-stream", "an endless stream of events"),
+            "200": _body(
+                "text/event-stream",
+                "the stream: one `StreamMessage` per event or control message; endless unless "
+                "STREAM_MAX_AGE is set",
+                _ref("StreamMessage"),
+            ),
             "400": _BAD_PARAMETER,
         },
     },
@@ -606,12 +632,14 @@ _TO_LOGIN = _redirect(
 )
 
 
-def _page(summary: str, **extra: Any) -> dict[str, Any]:
-    return {"tags": ["dashboard"], "summary": summary, "responses": {"200": _PAGE, "303": _TO_LOGIN}, **extra}
+def _page(summary: str, more_responses: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    responses = {"200": _PAGE, "303": _TO_LOGIN, **(more_responses or {})}
+    return {"tags": ["dashboard"], "summary": summary, "responses": responses, **extra}
 
 
-def _fragment(summary: str, **extra: Any) -> dict[str, Any]:
-    return {"tags": ["dashboard"], "summary": summary, "responses": {"200": _FRAGMENT}, **extra}
+def _fragment(summary: str, more_responses: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    responses = {"200": _FRAGMENT, **(more_responses or {})}
+    return {"tags": ["dashboard"], "summary": summary, "responses": responses, **extra}
 
 
 # The dashboard (service/ui/routes.py): pages for people, kept live over /events/stream.
@@ -656,13 +684,26 @@ OPERATIONS.update(
                 _query("q", "an exact job id", {"type": "string"}),
                 _query("cursor", "where the page starts", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
             ],
+            more_responses={"400": _BAD_PARAMETER},
         ),
         ("get", "/ui/jobs/{job_id}"): _page(
             "One job: every field, its timeline and the state diagram",
             parameters=[_path("job_id", "the job's id", _JOB_ID)],
+            more_responses={
+                "404": {
+                    "description": "no such job: the dashboard's page saying so; a path segment that "
+                    "can be no job's id is the JSON error",
+                    "content": {
+                        "text/html": {"schema": {"type": "string"}},
+                        "application/json": {"schema": _ref("Error")},
+                    },
+                }
+            },
         ),
         ("get", "/ui/jobs/{job_id}/panel"): _fragment(
-            "The job page's live part", parameters=[_path("job_id", "the job's id", _JOB_ID)]
+            "The job page's live part",
+            parameters=[_path("job_id", "the job's id", _JOB_ID)],
+            more_responses={"404": _UNKNOWN_JOB},
         ),
         ("get", "/ui/failures"): _page("Failed jobs grouped by last error, with Retry"),
         ("get", "/ui/fragments/failures"): _fragment("The failures page's groups"),
@@ -790,7 +831,11 @@ def _document() -> dict[str, Any]:
             "version": version("kasp"),
             "description": "Background jobs over HTTP: a bounded queue, asyncio workers, retries with "
             "exponential backoff and full jitter, and an append-only event log whose projection is every "
-            "job's state.",
+            "job's state.\n\nAny operation may also answer, before its handler runs: 408 "
+            "`request_timeout` (the request was not complete within REQUEST_DEADLINE), 414 `uri_too_long` "
+            "(the request line fills the 8 KiB head limit), 431 `header_fields_too_large`, and 503 "
+            "`too_many_connections` (MAX_CONNECTIONS reached; `Retry-After`), each then closing the "
+            "connection.",
             "license": {"name": "MIT"},
         },
         "tags": TAGS,

@@ -17,6 +17,7 @@ from domain.backoff import Backoff
 from domain.processor import Processor
 from service.clock import now_ms
 from service.config import Config
+from service.connections import ConnectionGate, connection_cap
 from service.engine import Engine
 from service.feed import EventFeed
 from service.metrics import Metrics
@@ -39,6 +40,7 @@ class Parts:
     feed: EventFeed
     metrics: Metrics
     waiters: JobWaiters
+    gate: ConnectionGate
 
 
 async def build_parts(config: Config, *, processor: Processor | None = None) -> Parts:
@@ -65,8 +67,16 @@ async def build_parts(config: Config, *, processor: Processor | None = None) -> 
         backoff=Backoff(config.backoff_base_ms, config.backoff_max_ms),
         attempt_timeout_ms=config.attempt_timeout_ms,
     )
+    gate = ConnectionGate(cap=connection_cap(config.max_connections), deadline_s=config.request_deadline)
     return Parts(
-        config=config, store=store, engine=engine, pool=pool, feed=feed, metrics=metrics, waiters=waiters
+        config=config,
+        store=store,
+        engine=engine,
+        pool=pool,
+        feed=feed,
+        metrics=metrics,
+        waiters=waiters,
+        gate=gate,
     )
 
 

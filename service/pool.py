@@ -46,11 +46,16 @@ from domain.events import Event, parse_ts
 from domain.processor import Attempt, Processor
 from domain.projection import JobView
 from domain.states import ATTEMPT_OUTCOMES, EventType, JobState
+from domain.text import describe_error
 from service.clock import now_ms
 from service.store.base import EventStore, SharedStore
 from service.store.faults import PROBE_BACKOFF, StoreUnavailable
 
 log = logging.getLogger("kasp.pool")
+
+#: A worker that dies sooner than this after it started is replaced this much later, not at once:
+#: a guess, the same pause a failing claim takes before it tries again.
+REPLACE_BACKOFF_S = 1.0
 
 _WAKES_WORK = frozenset({EventType.ENQUEUED, EventType.REQUEUED, EventType.INTERRUPTED})
 #: Events the pool's listener ignores: everything but the above, a retry and a cancel.
@@ -111,10 +116,12 @@ class WorkerPool:
         self._attempts: dict[str, _Running] = {}  # job id -> its attempt inside the processor
         self._deadline_timer: asyncio.TimerHandle | None = None  # the one timer for every timeout
         self._deadline_at = math.inf  # loop time it fires at
-        self._spawned = 0  # workers started so far, replacements included: names them
         self._abandoned: set[asyncio.Task[None]] = set()  # workers left inside a stuck processor
         self._chores: set[asyncio.Task[None]] = set()  # outcomes recorded for abandoned attempts
         self._lease_task: asyncio.Task[None] | None = None
+        self._spawned = 0  # workers started so far, replacements included: names them
+        self._born: dict[asyncio.Task[None], float] = {}  # worker -> time.monotonic() it started
+        self._respawns: set[asyncio.TimerHandle] = set()
         self.busy = 0
         self.recorded_while_draining: list[Event] = []  #: outcomes recorded after stop() began
 
@@ -187,6 +194,54 @@ class WorkerPool:
             self._lease_task.cancel()
             await asyncio.wait([self._lease_task], timeout=10)
             self._lease_task = None
+
+    # -- supervision -------------------------------------------------------
+
+    @property
+    def live_workers(self) -> int:
+        """Worker tasks alive now: what /stats and /readyz report, not the configured size."""
+        return sum(1 for task in self._tasks if not task.done())
+
+    def worker_tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks)
+
+    def _spawn_worker(self) -> None:
+        self._spawned += 1
+        task = asyncio.create_task(self._work(), name=f"kasp-worker-{self._spawned}")
+        self._born[task] = time.monotonic()
+        task.add_done_callback(self._on_worker_done)
+        self._tasks.append(task)
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        """A worker only ends when stop() asks; any other end is logged and the worker replaced."""
+        lived_s = time.monotonic() - self._born.pop(task, 0.0)
+        error = None if task.cancelled() else task.exception()  # retrieved either way: no asyncio warning
+        if task in self._abandoned:  # left in a stuck processor: replaced when it was abandoned
+            self._abandoned.discard(task)
+            return
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if self._stop.is_set():
+            return
+        log.error(
+            "worker %s ended unexpectedly (%s); replacing it",
+            task.get_name(),
+            "cancelled" if task.cancelled() else f"{type(error).__name__}: {error}" if error else "returned",
+            exc_info=error,
+            extra={"action": "worker_replaced"},
+        )
+        if lived_s >= REPLACE_BACKOFF_S:
+            self._spawn_worker()
+            return
+        # Died at once: something fails on every claim. Replace it, but not in a hot loop
+        # (`live_workers` and /readyz show the gap meanwhile).
+        handle = asyncio.get_running_loop().call_later(REPLACE_BACKOFF_S, self._respawn)
+        self._respawns.add(handle)
+
+    def _respawn(self) -> None:
+        self._respawns = {h for h in self._respawns if not h.cancelled()}
+        if not self._stop.is_set():
+            self._spawn_worker()
 
     async def _keep_leases(self, store: SharedStore) -> None:
         """Renew this pool's leases and recover other instances' expired ones, every lease/3."""
@@ -383,10 +438,6 @@ class WorkerPool:
             view = self._claimed.popleft()
             await self._record(job.interrupt(view, at_ms=now_ms(), reason="shutdown"))
 
-    def _spawn_worker(self) -> None:
-        self._spawned += 1
-        self._tasks.append(asyncio.create_task(self._work(), name=f"kasp-worker-{self._spawned}"))
-
     async def _attempt(self, view: JobView) -> _Running:
         """Run the processor for `view`'s attempt and record its outcome (see the module docstring)."""
         worker = asyncio.current_task()
@@ -494,8 +545,7 @@ class WorkerPool:
         worker.cancel()  # once more: a processor that swallowed one cancellation may heed this one
         if worker in self._tasks:
             self._tasks.remove(worker)
-        self._abandoned.add(worker)
-        worker.add_done_callback(self._abandoned.discard)
+        self._abandoned.add(worker)  # _on_worker_done lets it go when it ends at last
         self._running.discard(running.view.id)
         self.busy -= 1
         chore = asyncio.create_task(self._record_abandoned(running), name=f"kasp-record-{running.view.id}")
@@ -525,7 +575,7 @@ class WorkerPool:
     async def _record_failure(self, running: _Running, exc: BaseException) -> None:
         view = running.view
         log.debug("attempt %d of %r failed: %r", view.attempts, view.id, exc)
-        error = str(exc) or type(exc).__name__
+        error = describe_error(exc)
         await self._record(self._failure(view, error, _since(running.began), reason="error"))
 
     def _failure(self, view: JobView, error: str, duration_ms: int, *, reason: job.FailureReason) -> Event:

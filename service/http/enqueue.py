@@ -13,6 +13,7 @@ from domain.errors import QueueFull
 from service.clock import now_ms
 from service.engine import Draining, JobRequest
 from service.http.errors import InvalidRequest, PayloadTooLarge, render
+from service.http.json_body import check_text, decode_object
 from service.parts import parts_of
 
 bp = Blueprint("enqueue")
@@ -45,7 +46,9 @@ async def enqueue(request: Request) -> HTTPResponse:
     limit = parts_of(request).config.max_body_bytes
     if len(request.body) > limit:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
-    job_request = parse_job(decode_body(request.body), now_ms=now_ms())
+    doc = decode_object(request.body)
+    check_text(doc)
+    job_request = parse_job(doc, now_ms=now_ms())
     try:
         view, created = await engine.enqueue(job_request)
     except QueueFull as exc:
@@ -60,28 +63,6 @@ async def enqueue(request: Request) -> HTTPResponse:
             {"status": view.state.value, "id": view.id}, status=202, headers={"Location": f"/jobs/{view.id}"}
         )
     return json({"status": view.state.value, "id": view.id}, status=200)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# Built once: `json.loads(body, parse_constant=...)` builds a new decoder on
-# every call, ~2% of a POST /enqueue in the profile (docs/PERFORMANCE.md).
-_DECODER = stdlib_json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def decode_body(body: bytes) -> dict[str, Any]:
-    """The body's JSON object, or InvalidRequest (`invalid_json`) saying what is wrong."""
-    if not body:
-        raise InvalidRequest("the body is empty; expected a JSON object", code="invalid_json")
-    try:
-        doc = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(doc, dict):
-        raise InvalidRequest(f"the body must be a JSON object, got {type(doc).__name__}", code="invalid_json")
-    return doc
 
 
 def parse_job(doc: dict[str, Any], *, now_ms: int) -> JobRequest:

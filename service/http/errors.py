@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from sanic import HTTPResponse, Request, json
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 
 from domain.errors import InvalidTransition, JobConflict, QueueFull, UnknownJob, VersionConflict
@@ -22,6 +22,7 @@ log = logging.getLogger("kasp.http")
 
 RETRY_AFTER_FULL_S = 1  # a guess: the default pool drains 64 jobs of ~300 ms in ~5 s
 RETRY_AFTER_DRAINING_S = 5  # a guess: about one restart of a single-process service
+RETRY_AFTER_SHED_S = 1  # a guess: connections at the cap turn over within REQUEST_DEADLINE
 
 
 class InvalidRequest(Exception):
@@ -61,8 +62,10 @@ _SANIC_CODES = {
     405: "method_not_allowed",
     408: "request_timeout",
     413: "payload_too_large",
+    414: "uri_too_long",
     416: "range_not_satisfiable",
     417: "expectation_failed",
+    431: "header_fields_too_large",
     503: "service_unavailable",
 }
 
@@ -103,6 +106,9 @@ class KaspErrorHandler(ErrorHandler):
     whatever the client's Accept header says."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):
+            # The client went away mid-request: nobody to answer, nothing to log or count.
+            return HTTPResponse(status=503)
         response = render(exception)
         parts = getattr(request.app.ctx, "parts", None)  # absent before the server starts
         if parts is not None:

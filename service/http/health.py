@@ -25,4 +25,6 @@ async def readyz(request: Request) -> HTTPResponse:
     if not health.available:
         body = {"status": "store_unavailable", "since_ms": health.since_ms, "error": health.last_error}
         return json(body, status=503)
+    if parts.pool.live_workers < parts.pool.size:  # a worker died and is not yet replaced
+        return json({"status": "degraded"}, status=503)
     return json({"status": "ready"})

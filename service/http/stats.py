@@ -18,7 +18,7 @@ async def stats(request: Request) -> HTTPResponse:
         {
             "accepting": ctx.engine.accepting,
             "queue": {"depth": s.ready, "capacity": ctx.config.queue_size, "delayed": s.delayed},
-            "workers": {"size": ctx.pool.size, "busy": ctx.pool.busy},
+            "workers": {"size": ctx.pool.live_workers, "busy": ctx.pool.busy},
             "jobs": {state.value: s.jobs.get(state, 0) for state in JobState},
             "events": {"count": s.event_count, "last_seq": s.last_seq},
         }

@@ -7,7 +7,8 @@ stream. Besides events it sends: a `: keepalive` comment after
 STREAM_HEARTBEAT seconds of silence; `event: gap` when events it would have
 sent are no longer retained; and a last message before it ends:
 `event: shutdown` when the service stops, `event: dropped` when the
-subscriber has not accepted data for STREAM_SEND_TIMEOUT seconds.
+subscriber has not accepted data for STREAM_SEND_TIMEOUT seconds, `event: end`
+when the stream is STREAM_MAX_AGE seconds old (if set).
 See docs/OBSERVABILITY.md.
 """
 
@@ -54,6 +55,8 @@ DROP_FLUSH_S = 1.0  # how long a dropped stream's last message may wait to leave
 SHUTDOWN_DROP_FLUSH_S = 0.05
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of a live stream
 _SEQ_TEXT = re.compile(r"[0-9]{1,18}")
+#: The `event:` names of messages that are no event of the log (see the module docstring).
+CONTROL_MESSAGES = ("gap", "shutdown", "dropped", "end")
 
 
 @bp.get("/events/stream")
@@ -66,6 +69,7 @@ async def event_stream(request: Request) -> None:
         ctx.feed,
         heartbeat_s=ctx.config.stream_heartbeat,
         send_timeout_s=ctx.config.stream_send_timeout,
+        max_age_s=ctx.config.stream_max_age,
     )
     await stream.run(after)
 
@@ -100,6 +104,7 @@ class _Stream:
         *,
         heartbeat_s: float,
         send_timeout_s: float,
+        max_age_s: float,
     ) -> None:
         self._request = request
         self._store = store
@@ -109,6 +114,7 @@ class _Stream:
         self._loop = asyncio.get_running_loop()
         self._response: HTTPResponse | None = None
         self._last_send = self._loop.time()
+        self._ends_at = self._loop.time() + max_age_s if max_age_s else float("inf")
 
     async def run(self, after: int) -> None:
         feed = self._feed
@@ -121,6 +127,14 @@ class _Stream:
             while True:
                 if feed.closing and self._loop.time() >= feed.close_deadline:
                     break  # out of flush time: end with what was sent
+                if self._loop.time() >= self._ends_at:
+                    ending = control_message(
+                        "end",
+                        message="this stream reached STREAM_MAX_AGE; reconnect to resume",
+                        last_seq=sub.cursor,
+                    )
+                    await self._send(sub, ending, end_stream=True)
+                    return
                 wake = feed.wake_future()  # before the read: see feed.wake_future
                 caught_up_at_close = feed.closing
                 events = await self._store.read_events(
@@ -154,7 +168,7 @@ class _Stream:
         """Sleep until a commit, the store's poll interval, or the heartbeat is due.
         False when the heartbeat found the subscriber stalled and dropped it."""
         heartbeat_at = self._last_send + self._heartbeat_s
-        timeout = heartbeat_at - self._loop.time()
+        timeout = min(heartbeat_at, self._ends_at) - self._loop.time()
         poll = self._feed.poll_interval_s
         if poll is not None:
             timeout = min(timeout, poll)

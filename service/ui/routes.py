@@ -134,7 +134,7 @@ async def _job_context(request: Request, job_id: str) -> dict[str, Any]:
     }
 
 
-@bp.get("/ui/jobs/<job_id:str>", ctx_page=True)
+@bp.get("/ui/jobs/<job_id:job_id>", ctx_page=True)
 async def job_page(request: Request, job_id: str) -> HTTPResponse:
     try:
         context = await _job_context(request, job_id)
@@ -144,7 +144,7 @@ async def job_page(request: Request, job_id: str) -> HTTPResponse:
     return _render(request, "job.html", nav="jobs", stream_after=last_seq, **context)
 
 
-@bp.get("/ui/jobs/<job_id:str>/panel")
+@bp.get("/ui/jobs/<job_id:job_id>/panel")
 async def job_panel(request: Request, job_id: str) -> HTTPResponse:
     return _render(request, "_job_panel.html", **await _job_context(request, job_id))
 

@@ -4,17 +4,20 @@
 attempt (attempt n uses step n, the last step repeats). A step is `ok`, `fail`,
 `sleep=<seconds>` (then succeed), `sleepfail=<seconds>` (then fail), `gate=<name>`
 (succeed once the test sets `GATES[name]`, then set `PASSED[name]`; in-process servers only),
-`forever` (sleep until cancelled), `swallow` (sleep, swallow the first CancelledError and
-sleep on: only a second cancel ends it), or a result step: `result` (return RESULT with the
-job's id and attempt), `nonjson` (return a set) or `big` (return a string over 64 KiB).
+`raise=<name>` (raise one of RAISES: what a careless or hostile processor does), `forever`
+(sleep until cancelled), `swallow` (sleep, swallow the first CancelledError and sleep on:
+only a second cancel ends it), or a result step: `result` (return RESULT with the job's id
+and attempt), `nonjson` (return a set) or `big` (return a string over 64 KiB).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 from domain.processor import Attempt
 
@@ -24,6 +27,36 @@ PASSED: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 
 class ScriptedFailure(Exception):
     pass
+
+
+class OddBaseException(BaseException):
+    """A BaseException subclass that is none of Python's own."""
+
+
+async def _awaits_a_cancelled_task() -> None:
+    """What a processor sees when a task it waits on is cancelled by someone else."""
+    other = asyncio.ensure_future(asyncio.sleep(3600))
+    asyncio.get_running_loop().call_soon(other.cancel)
+    await other
+
+
+def _raiser(exc: Callable[[], BaseException]) -> Callable[[], None]:
+    def run() -> None:
+        raise exc()
+
+    return run
+
+
+#: `raise=<name>` steps: each a way for a processor to end with something other than a result.
+RAISES: dict[str, Callable[[], object]] = {
+    "cancelled": _raiser(asyncio.CancelledError),
+    "awaited_cancelled": _awaits_a_cancelled_task,
+    "system_exit": _raiser(lambda: SystemExit(3)),
+    "keyboard_interrupt": _raiser(KeyboardInterrupt),
+    "generator_exit": _raiser(GeneratorExit),
+    "odd_base_exception": _raiser(lambda: OddBaseException("odd")),
+    "surrogate": _raiser(lambda: RuntimeError("cannot parse " + os.fsdecode(b"report-\xff.csv"))),
+}
 
 
 #: What a `result` step returns, with "job" and "attempt" added: every kind of JSON value.
@@ -36,6 +69,11 @@ async def scripted(attempt: Attempt) -> object:
     steps = [s.strip() for s in attempt.payload.split(",")] if attempt.payload else ["ok"]
     step = steps[min(attempt.attempt, len(steps)) - 1]
     name, _, arg = step.partition("=")
+    if name == "raise":
+        result = RAISES[arg]()
+        if asyncio.iscoroutine(result):
+            await result
+        return None
     if name == "result":
         return {**RESULT, "job": attempt.job_id, "attempt": attempt.attempt}
     if name == "nonjson":

@@ -1,0 +1,66 @@
+"""Client connections as resources: the file-descriptor limit, the connection cap, and
+which connections to shed first. The HTTP side is service/http/protocol.py."""
+
+from __future__ import annotations
+
+import resource
+from typing import Protocol
+
+#: Descriptors the process keeps for itself below the limit (listener, store connections,
+#: database and log files, PostgreSQL's notification socket): a guess, ~10x what the
+#: PostgreSQL store opens.
+FD_RESERVE = 256
+
+
+class Sheddable(Protocol):
+    def shed(self) -> None:
+        """End this connection to make room: 503 if it is mid-head, quietly if idle."""
+
+
+def raise_fd_limit() -> tuple[int, int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit: (soft before, soft now, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+    return soft, target, hard
+
+
+def connection_cap(max_connections: int) -> int:
+    """MAX_CONNECTIONS, but at least FD_RESERVE under the current descriptor limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return max(1, min(max_connections, soft - FD_RESERVE))
+
+
+class ConnectionGate:
+    """The open connections of one app, and which of them wait for a request head.
+
+    `waiting` keeps insertion order (a dict): the first key is the connection that
+    has waited longest, the one shed first at the cap. O(1) per connection event."""
+
+    def __init__(self, *, cap: int, deadline_s: float) -> None:
+        self.cap = cap
+        self.deadline_s = deadline_s
+        self.open = 0
+        self.waiting: dict[Sheddable, None] = {}
+        self.shed = 0  #: connections refused with 503 at the cap
+        self.evicted = 0  #: waiting connections closed to admit a new one
+        self.timed_out = 0  #: requests cut off by the deadline
+
+    def admit(self) -> bool:
+        """Make room for one more connection; False if there is none to make."""
+        if self.open >= self.cap:
+            if not self.waiting:
+                self.shed += 1
+                return False
+            victim = next(iter(self.waiting))
+            del self.waiting[victim]
+            self.evicted += 1
+            victim.shed()
+        self.open += 1
+        return True

@@ -1,0 +1,205 @@
+"""The HTTP/1.1 protocol kasp serves with: Sanic's, plus a whole-request deadline, a
+connection cap that sheds the right connections, and the 414/431 answers for a head too large.
+
+Why (issue 10, item 9: slowloris): Sanic's REQUEST_TIMEOUT restarts on every byte
+received, so a client that sends one header byte a second holds its connection,
+and its file descriptor, forever. With 1,024 descriptors, 1,100 such clients
+made /healthz fail. So:
+
+- REQUEST_DEADLINE bounds the whole request, head and body, counted from the
+  connection's opening (first request) or the request's first byte (later ones
+  on a kept-alive connection), however steadily the bytes trickle in. Past it a
+  client that has sent part of a request gets 408 and is closed; one that has
+  sent nothing is closed.
+- MAX_CONNECTIONS (kept FD_RESERVE under the file-descriptor limit, which
+  is raised to its hard limit at start; service/connections.py) bounds the
+  connections open at once. At the cap a new connection is admitted by closing
+  the connection that has waited longest without a complete request head (a
+  trickling head, or an idle keep-alive connection): those are what a
+  slowloris holds, while a client that has sent its request is being served
+  and keeps its place. If every connection is in a handler (long event streams,
+  say), the new one gets a canned 503 and is closed, before anything is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from typing import Any
+
+from sanic.exceptions import PayloadTooLarge, SanicException, URITooLong
+from sanic.http import Http, Stage
+from sanic.server.protocols.http_protocol import HttpProtocol
+
+from service.connections import ConnectionGate
+from service.http.errors import RETRY_AFTER_SHED_S
+from service.parts import parts_of
+
+_TIMEOUT_BODY = (
+    b'{"error":"request_timeout","message":"the request was not complete within %s s (REQUEST_DEADLINE)"}'
+)
+_SHED_BODY = (
+    b'{"error":"too_many_connections","message":"the service holds MAX_CONNECTIONS connections, '
+    b'all busy; retry shortly"}'
+)
+#: Written straight to the socket, before anything is read: no task, no parsing.
+SHED_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"content-type: application/json\r\n"
+    b"retry-after: %d\r\n"
+    b"connection: close\r\n"
+    b"content-length: %d\r\n\r\n%b" % (RETRY_AFTER_SHED_S, len(_SHED_BODY), _SHED_BODY)
+)
+
+
+@cache
+def timeout_response(deadline_s: float) -> bytes:
+    body = _TIMEOUT_BODY % f"{deadline_s:g}".encode()
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n%b" % (len(body), body)
+    )
+
+
+class HeaderFieldsTooLarge(SanicException):
+    """The request's header fields exceed the head limit (RFC 6585 §5)."""
+
+    status_code = 431
+    quiet = True
+
+
+class KaspHttp(Http):
+    """Sanic's HTTP/1.1 cycle, telling the protocol when a request head begins and ends."""
+
+    __slots__ = ()
+    protocol: KaspProtocol
+
+    def init_for_request(self) -> None:
+        super().init_for_request()  # type: ignore[no-untyped-call]  # Sanic leaves it untyped
+        self.protocol.await_head()
+
+    async def http1_request_header(self) -> None:
+        protocol = self.protocol
+        protocol.head_begins()
+        try:
+            await super().http1_request_header()  # type: ignore[no-untyped-call]
+        except PayloadTooLarge:
+            # Sanic says 413 for a head over REQUEST_MAX_HEADER_SIZE; clients expect 414 for a
+            # request line that alone fills it, 431 for header fields (RFC 9110 §15.5.15, RFC 6585).
+            self.keep_alive = False
+            limit = self.HEADER_MAX_SIZE
+            if self.recv_buffer.find(b"\r\n", 0, limit) == -1:
+                raise URITooLong(f"the request line is longer than the {limit}-byte head limit") from None
+            raise HeaderFieldsTooLarge(
+                f"the request line and header fields exceed the {limit}-byte head limit"
+            ) from None
+        protocol.head_complete()
+
+
+class KaspProtocol(HttpProtocol):
+    """HttpProtocol with kasp's request deadline and connection cap (module docstring)."""
+
+    HTTP_CLASS = KaspHttp
+    __slots__ = ("_admitted", "_deadline", "_gate", "_heads", "_timeout_response")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate: ConnectionGate = parts_of(self.app).gate
+        self._timeout_response = timeout_response(self._gate.deadline_s)
+        self._admitted = False
+        self._heads = 0  # request heads begun on this connection
+        self._deadline: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol callbacks ----------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        if not self._gate.admit():
+            transport.write(SHED_RESPONSE)
+            transport.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)  # type: ignore[no-untyped-call]
+        self._arm()  # the first request's deadline counts from the connection's opening
+
+    def data_received(self, data: bytes) -> None:
+        if self._admitted:
+            super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._disarm()
+        self._gate.open -= 1
+        self._gate.waiting.pop(self, None)
+        super().connection_lost(exc)  # type: ignore[no-untyped-call]
+
+    # -- what KaspHttp reports ---------------------------------------------
+
+    def await_head(self) -> None:
+        """Idle between requests (or before the first): first in line to be shed at the cap."""
+        if self._heads:
+            self._disarm()  # a kept-alive connection waits under KEEP_ALIVE_TIMEOUT, not the deadline
+        waiting = self._gate.waiting
+        waiting.pop(self, None)
+        waiting[self] = None
+
+    def head_begins(self) -> None:
+        self._heads += 1
+        if self._heads > 1:
+            self._arm()  # a later request's deadline counts from its first byte
+
+    def head_complete(self) -> None:
+        self._gate.waiting.pop(self, None)
+
+    def shed(self) -> None:
+        """Make room at the cap: a mid-head connection is told why (503), an idle one just closed."""
+        http = self._http if hasattr(self, "_http") else None
+        if http is None or self._task is None:
+            self.close()
+        elif http.stage is Stage.REQUEST:
+            self._end(SHED_RESPONSE)
+        else:
+            self._task.cancel()  # idle: its task ends quietly and closes the connection
+
+    def _end(self, answer: bytes) -> None:
+        """Write a canned answer and end the connection through its task.
+
+        Not Sanic's error path: a burst of slowloris connections all reaching their
+        deadline (or all shed) at once would render hundreds of error responses in one
+        loop iteration, stalling every other client (bench/slowloris.py: p99 ~80 ms that
+        way). Not transport.close() under the task either: Sanic 25.12 then logs a
+        traceback per connection (its "transport is closed" branch reads `request.method`
+        of a request not yet parsed). Stage FAILED is Sanic's own "nothing more may be sent
+        on this connection": the cancelled task's error path stays silent, and it closes."""
+        http = self._http
+        http.keep_alive = False
+        http.request_body = None  # do not wait for the rest of a body
+        http.stage = Stage.FAILED
+        assert self.transport is not None and self._task is not None
+        self.transport.write(answer)
+        self._task.cancel()
+
+    # -- the deadline ------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self._gate.deadline_s, self._deadline_passed)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        http = self._http if hasattr(self, "_http") else None
+        if http is None or self._task is None or self.transport is None or self.transport.is_closing():
+            return
+        stage = http.stage
+        if stage is Stage.IDLE and not self._heads:  # opened, and nothing sent within the deadline
+            self._gate.timed_out += 1
+            self._task.cancel()
+        elif stage is Stage.REQUEST or (stage is Stage.HANDLER and http.request_body):
+            self._gate.timed_out += 1
+            self._end(self._timeout_response)
