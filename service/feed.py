@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from domain.events import Event
+from service.stream_pages import PageCache
 
 FORMAT_CACHE_BYTES = 4 * 1024 * 1024  # a guess: a few pages of recent messages, shared by all subscribers
 CLOSE_GRACE_S = 0.2  # a guess: one store read or one scheduled step of a stream, on a busy machine
@@ -52,11 +53,15 @@ class EventFeed:
         self._fire_scheduled = False
         self._formatted: dict[int, bytes] = {}
         self._formatted_bytes = 0
+        self._closed: asyncio.Future[None] = self._loop.create_future()  #: resolved by close()
+        self.last_seq = 0  #: the last seq this instance committed (its listener's last event)
+        self.pages = PageCache(self.format)  #: store reads shared by streams at the same cursor
         self._all_ended: asyncio.Future[None] | None = None  #: resolved when closing leaves no stream
 
     # -- the store listener: on the append path, so O(1) and allocation-free mostly
 
     def on_event(self, event: Event) -> None:
+        self.last_seq = event.seq
         if self._fire_scheduled or self._wake is None:
             return  # a wake-up is on its way, or no stream is waiting for one
         self._fire_scheduled = True
@@ -85,6 +90,11 @@ class EventFeed:
         subscription = Subscription(cursor)
         self.subscriptions.add(subscription)
         return subscription
+
+    async def pause(self, delay_s: float) -> None:
+        """Sleep `delay_s`, or less if the feed closes meanwhile: a stream that waits for more
+        events to join its send (`?batch_ms=`) must not hold up the shutdown."""
+        await asyncio.wait((self._closed,), timeout=delay_s)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
@@ -124,6 +134,8 @@ class EventFeed:
         self.closing = True
         self.close_deadline = flush_until
         self._fire()
+        if not self._closed.done():
+            self._closed.set_result(None)
         for subscription in self.subscriptions:
             deadline = subscription.send_deadline
             if deadline is not None and (deadline.when() or 0) > flush_until:

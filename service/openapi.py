@@ -676,7 +676,6 @@ OPERATIONS.update(
             "responses": {"302": _redirect("to the dashboard", "`/ui/`")},
         },
         ("get", "/ui/"): _page("Overview: jobs by state, queue, workers, throughput chart, live events"),
-        ("get", "/ui/fragments/counters"): _fragment("The overview's counters"),
         ("get", "/ui/jobs"): _page(
             "Jobs: filtered by state, searched by id, paged with the API's cursor",
             parameters=[

@@ -19,7 +19,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 from sanic import Blueprint, Request
@@ -40,14 +39,18 @@ log = logging.getLogger("kasp.stream")
 
 bp = Blueprint("stream")
 
-PAGE_EVENTS = 200  # events per read (~50 KB of messages with small payloads)
-# A send carries at most this, or one message if that alone is larger: Sanic's write-buffer mark.
-CHUNK_BYTES = 64 * 1024
-# Under a steady flow of events a stream sends at most once per this interval, so one send
-# carries many events: with 50 subscribers, bench/stream_fanout.py measured the server's CPU for
-# 1000 jobs at 6.7 s with no batching, 3.6 s at 10 ms, 1.5 s at 25 ms, 1.1 s at 50 ms. Quiet
-# streams send at once; a busy one delivers each event at most this much later.
+# Under a steady flow of events a stream sends at most once per slot of this length on the
+# loop's clock, so one send carries many events: with 50 subscribers, bench/stream_fanout.py
+# measured the server's CPU for 1000 jobs at 6.7 s with no batching, 3.6 s at 10 ms, 1.5 s at
+# 25 ms, 1.1 s at 50 ms. Quiet streams send at once; a busy one delivers each event at most this
+# much later. The slots are the same for every stream, so streams at the same cursor read in the
+# same moment and share the read (service/stream_pages.py).
 BATCH_S = 0.025
+# `?batch_ms=` asks for coarser batching, never finer: a dashboard needs a few updates a second,
+# not 40 (bench/dashboards.py). The cap is a guess: beyond 10 s a stream no longer reads as live;
+# a client that wants less often should page GET /events.
+BATCH_MS_MIN = int(BATCH_S * 1000)
+BATCH_MS_MAX = 10_000
 RETRY_MS = 1000  # reconnect delay advertised to EventSource clients (a guess)
 DROP_FLUSH_S = 1.0  # how long a dropped stream's last message may wait to leave before the socket is aborted
 # At shutdown the stream already had its flush time (service/shutdown.py STREAM_FLUSH_S): a
@@ -62,6 +65,7 @@ CONTROL_MESSAGES = ("gap", "shutdown", "dropped", "end")
 @bp.get("/events/stream")
 async def event_stream(request: Request) -> None:
     after = resume_point(request)
+    batch_ms = int_param(request, "batch_ms", default=BATCH_MS_MIN, lo=BATCH_MS_MIN, hi=BATCH_MS_MAX)
     ctx = parts_of(request)
     stream = _Stream(
         request,
@@ -69,6 +73,7 @@ async def event_stream(request: Request) -> None:
         ctx.feed,
         heartbeat_s=ctx.config.stream_heartbeat,
         send_timeout_s=ctx.config.stream_send_timeout,
+        batch_s=batch_ms / 1000,
         max_age_s=ctx.config.stream_max_age,
     )
     await stream.run(after)
@@ -104,6 +109,7 @@ class _Stream:
         *,
         heartbeat_s: float,
         send_timeout_s: float,
+        batch_s: float,
         max_age_s: float,
     ) -> None:
         self._request = request
@@ -111,6 +117,7 @@ class _Stream:
         self._feed = feed
         self._heartbeat_s = heartbeat_s
         self._send_timeout_s = send_timeout_s
+        self._batch_s = batch_s
         self._loop = asyncio.get_running_loop()
         self._response: HTTPResponse | None = None
         self._last_send = self._loop.time()
@@ -136,19 +143,21 @@ class _Stream:
                     await self._send(sub, ending, end_stream=True)
                     return
                 wake = feed.wake_future()  # before the read: see feed.wake_future
+                committed = feed.last_seq  # what this instance had committed when `wake` was taken
                 caught_up_at_close = feed.closing
-                events = await self._store.read_events(
-                    after=sub.cursor, limit=PAGE_EVENTS, job_id=None, type=None
-                )
-                if events:
-                    gap = await self._gap(sub.cursor, events)
+                page = await feed.pages.read(self._store, sub.cursor)
+                if page.events:
+                    gap = await self._gap(sub.cursor, page.events)
                     if gap is not None and not await self._send(sub, gap):
                         return
-                    for chunk, last_seq in self._chunks(events):
+                    for chunk, last_seq in feed.pages.sends(page):
                         if not await self._send(sub, chunk):
                             return
                         sub.cursor = last_seq
-                    continue
+                    if page.full or sub.cursor < committed:
+                        continue  # more to read now
+                    # Caught up with every commit before `wake`: a later one resolves it, and
+                    # another instance's events come with the poll, as after an empty read.
                 if caught_up_at_close:
                     break
                 if not await self._idle(sub, wake):
@@ -178,9 +187,11 @@ class _Stream:
             if self._loop.time() >= heartbeat_at:
                 return await self._send(sub, b": keepalive\n\n")
             return True
-        batch_at = self._last_send + BATCH_S
-        if batch_at > self._loop.time() and not self._feed.closing:
-            await asyncio.sleep(batch_at - self._loop.time())  # let more events join this send
+        batch, now = self._batch_s, self._loop.time()
+        slot = now // batch
+        if slot == self._last_send // batch and not self._feed.closing:
+            # Sent in this slot already: let more events join a send at the next one.
+            await self._feed.pause((slot + 1) * batch - now)
         return True
 
     async def _gap(self, cursor: int, events: list[Event]) -> bytes | None:
@@ -201,21 +212,6 @@ class _Stream:
                 "(finished jobs beyond RETAIN_FINISHED are evicted with their events)"
             ),
         )
-
-    def _chunks(self, events: list[Event]) -> Iterator[tuple[bytes, int]]:
-        """The page's messages in sends of about CHUNK_BYTES, each with the last seq it carries:
-        what one stream holds beyond its socket buffer stays bounded whatever the payloads."""
-        parts: list[bytes] = []
-        size = 0
-        for event in events:
-            message = self._feed.format(event)
-            parts.append(message)
-            size += len(message)
-            if size >= CHUNK_BYTES:
-                yield b"".join(parts), event.seq
-                parts, size = [], 0
-        if parts:
-            yield b"".join(parts), events[-1].seq
 
     async def _send(self, sub: Subscription, data: bytes, *, end_stream: bool = False) -> bool:
         """Send, or drop the stream if the subscriber does not take the data in time."""

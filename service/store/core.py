@@ -180,6 +180,11 @@ class Transaction(Protocol):
     async def write(self, batch: Batch) -> None:
         """Write the numbered events, the changed job rows, the evictions and the new log head."""
 
+    async def lock_log_and_write(self, batch: Batch) -> tuple[int, int]:
+        """For a batch decided without the log (it admits and evicts nothing): lock the log's head,
+        number `batch.events` from it (`Batch.number`), write as `write` does, and return (the
+        last seq before them, finished jobs before them). One round trip where the driver can."""
+
 
 class Batch:
     """One transaction's decisions: the jobs it read or changed, and the events it will write.
@@ -220,6 +225,10 @@ class Batch:
             if event.type is EventType.ENQUEUED:
                 self._created[event.job_id] = event.seq
         self.changed = {job_id: self.final(v) for job_id, v in self.changed.items()}
+
+    def created(self, job_id: str) -> bool:
+        """Whether this batch creates the job (its row is new), once numbered."""
+        return job_id in self._created
 
     def final(self, view: JobView) -> JobView:
         """`view` with its created_seq, if this batch created the job."""
@@ -315,7 +324,7 @@ async def decide(tx: Transaction, ops: Sequence[Op], at_ms: int) -> tuple[Batch,
         elif op.kind == "recover":
             outcomes[i] = b.recover(op, recoverable)
     admits = any(e.job_id not in b.views for op in ops if op.kind == "enqueue" for e in op.events)
-    if b.events or admits or evictable:
+    if admits or evictable:
         # The log's head last: from here to COMMIT this batch alone numbers events and counts the queue.
         last_seq, queued, finished, delayed = await tx.lock_log(at_ms if admits else None)
         b.log_locked = True
@@ -336,6 +345,12 @@ async def decide(tx: Transaction, ops: Sequence[Op], at_ms: int) -> tuple[Batch,
                 outcomes[i] = b.enqueue(op)  # every id is known: answered without the log
             elif op.kind == "evict":
                 outcomes[i] = 0
+        if b.events:
+            # Every event is decided already (outcomes, claims, recoveries: the usual batch of a
+            # busy pool): the driver locks the head, numbers and writes in one step.
+            last_seq, finished = await tx.lock_log_and_write(b)
+            b.log_locked = True
+            b.finished += finished
     return b, outcomes
 
 

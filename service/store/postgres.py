@@ -93,10 +93,10 @@ CHANNEL = "kasp_events"
 
 #: Schema migrations: MIGRATIONS[n] takes the database from version n to n + 1
 #: (rows of kasp_schema). Append, never edit a shipped step.
-MIGRATIONS: tuple[str, ...] = (Q.schema_1, Q.schema_2, Q.schema_3)
+MIGRATIONS: tuple[str, ...] = (Q.schema_1, Q.schema_2, Q.schema_3, Q.schema_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-#: kasp_log's per-state columns, in write_batch's parameter order ($30..$34).
+#: kasp_log's per-state columns, in write_batch's parameter order ($44..$48).
 _STATE_COLUMNS = ("queued", "running", "done", "failed", "cancelled")
 
 
@@ -120,7 +120,6 @@ class _Tx:
     def __init__(self, conn: asyncpg.Connection, store: PostgresStore) -> None:
         self.conn = conn
         self.store = store
-        self.last_seq = 0
 
     async def jobs(self, ids: Sequence[str], at_ms: int, limit: int) -> tuple[list[JobView], list[JobView]]:
         if not limit:
@@ -140,31 +139,44 @@ class _Tx:
 
     async def lock_log(self, delayed_at_ms: int | None) -> tuple[int, int, int, int]:
         if delayed_at_ms is None:
-            self.last_seq, queued, finished = await self.conn.fetchrow(Q.lock_log)
-            return self.last_seq, queued, finished, 0
-        self.last_seq, queued, finished, delayed = await self.conn.fetchrow(
+            last_seq, queued, finished = await self.conn.fetchrow(Q.lock_log)
+            return last_seq, queued, finished, 0
+        last_seq, queued, finished, delayed = await self.conn.fetchrow(
             Q.lock_log_counting_delayed, delayed_at_ms
         )
-        return self.last_seq, queued, finished, delayed
+        return last_seq, queued, finished, delayed
 
     async def write(self, batch: Batch) -> None:
+        await self._write(batch)
+
+    async def lock_log_and_write(self, batch: Batch) -> tuple[int, int]:
+        last_seq, finished = await self._write(batch)  # the head is locked and read by the write
+        batch.number(last_seq)  # the seqs write_batch gave: last seq + 1, + 2, ... in event order
+        return last_seq, finished
+
+    async def _write(self, batch: Batch) -> tuple[int, int]:
+        """write_batch: the events (numbered by the statement from the head it locks), the new
+        jobs' rows (a plain INSERT), the changed jobs' rows and the head, in one round trip."""
         owner = self.store.instance_id
-        jobs = [
-            (*ROWS.view_row(v), owner if v.state is JobState.RUNNING else None)
-            for v in batch.changed.values()
-        ]
-        await self.conn.execute(
+        created, changed = [], []
+        for v in batch.changed.values():
+            if batch.created(v.id):
+                created.append(ROWS.view_row(v))
+            else:
+                changed.append((*ROWS.view_row(v), owner if v.state is JobState.RUNNING else None))
+        last_seq, finished = await self.conn.fetchrow(
             Q.write_batch,
-            *_columns([event_row(e) for e in batch.events], len(EVENT_COLUMNS)),
-            *_columns(jobs, len(JOB_COLUMNS) + 1),
+            *_columns([event_row(e)[1:] for e in batch.events], len(EVENT_COLUMNS) - 1),
+            *_columns(created, len(JOB_COLUMNS)),
+            *_columns(changed, len(JOB_COLUMNS) + 1),
             self.store.lease_ms,
-            batch.last_seq or self.last_seq,
             len(batch.events),
             *(batch.states[s] for s in _STATE_COLUMNS),
         )
         if batch.evicted:
             await self.conn.execute(Q.evict, [v.id for v in batch.evicted])
             self.store.evicted_since_vacuum += len(batch.evicted)
+        return last_seq, finished
 
 
 class PostgresStore:
@@ -204,7 +216,7 @@ class PostgresStore:
         settings = {"application_name": self._app_name, "enable_sort": "off"}
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=POOL_MAX_SIZE, server_settings=settings
+                self.dsn, min_size=1, max_size=POOL_MAX_SIZE, server_settings=settings, reset=_keep_session
             )
             self._guarded = _GuardedPool(self._pool, self.health)
             async with self._pool.acquire() as conn:
@@ -451,6 +463,14 @@ class _GuardedPool:
         if error is not exc:
             await self._pool.expire_connections()
             raise error
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection: none. asyncpg's default sends `RESET ALL;
+    CLOSE ALL; UNLISTEN *; ...`, one round trip per use (per batch, per read), to undo session
+    state kasp never creates on pooled connections: it sets nothing after connecting, holds no
+    cursor or session advisory lock (only transaction-scoped ones), and LISTENs on its own
+    connection. (An open transaction is still rolled back by the pool before this runs.)"""
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:

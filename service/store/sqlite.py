@@ -156,6 +156,12 @@ class _Tx:
             conn.execute(Q.delete_jobs, (ids,))
         head.counts.update(batch.states)
 
+    async def lock_log_and_write(self, batch: Batch) -> tuple[int, int]:
+        last_seq, _, finished, _ = await self.lock_log(None)  # the writer's own counters: no I/O
+        batch.number(last_seq)
+        await self.write(batch)
+        return last_seq, finished
+
 
 class SqliteStore:
     poll_interval_s: float | None = None

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from service import feed as feed_module
+from service import stream_pages
 from service.http import stream as stream_module
 from service.parts import parts_of
 from tests.support.server import RunningServer, wait_until
@@ -100,7 +101,7 @@ def test_a_stalled_subscriber_is_dropped_and_memory_stays_bounded(
     assert stream_after <= stream_at_stall + 64 * 1024
     assert cache_after <= cache_at_stall + 64 * 1024
     # ... and what it holds is one chunk in flight plus one in the transport's buffer.
-    assert stream_after <= 2 * (len(PAYLOAD) + stream_module.CHUNK_BYTES)
+    assert stream_after <= 2 * (len(PAYLOAD) + stream_pages.CHUNK_BYTES)
     assert cache_after <= feed_module.FORMAT_CACHE_BYTES + 64 * 1024
 
 

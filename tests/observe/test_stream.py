@@ -109,6 +109,9 @@ def test_after_parameter_resumes_after_that_seq(make_server: MakeServer) -> None
         ("?after=-1", {}, "after"),
         ("?after=abc", {}, "after"),
         ("?after=1&after=2", {}, "after"),
+        ("?batch_ms=10", {}, "batch_ms"),  # finer than the default is refused
+        ("?batch_ms=60000", {}, "batch_ms"),
+        ("?batch_ms=soon", {}, "batch_ms"),
         ("", {"Last-Event-ID": "seven"}, "Last-Event-ID"),
         ("", {"Last-Event-ID": "-3"}, "Last-Event-ID"),
     ],
@@ -138,6 +141,8 @@ def test_an_idle_stream_sends_comment_heartbeats(make_server: MakeServer) -> Non
 def test_fifty_subscribers_see_every_event_of_a_thousand_jobs(tmp_path: Path, store_url: str) -> None:
     # The service runs in its own process and the test's 50 readers share one asyncio
     # thread: threads in one process would measure GIL hand-offs, not the service.
+    # Half of them ask for coarser batching (as the dashboard does): they share their reads
+    # (service/stream_pages.py) and must still get every event exactly once, in order.
     jobs, subscribers = 1000, 50
     # Every tenth job fails its first attempt, so retries are in the stream too:
     # 3 events per job, 2 more per retried one, and nothing else on a fresh server.
@@ -169,9 +174,9 @@ async def _fan_out(url: str, jobs: int, subscribers: int, last_seq: int) -> list
     ) as client:
         opened = [asyncio.Event() for _ in range(subscribers)]
 
-        async def subscribe(opened: asyncio.Event) -> bytes:
+        async def subscribe(opened: asyncio.Event, path: str) -> bytes:
             buffer = bytearray()
-            async with client.stream("GET", "/events/stream") as response:
+            async with client.stream("GET", path) as response:
                 assert response.status_code == 200
                 async for chunk in response.aiter_bytes():
                     start = max(0, len(buffer) - len(marker))
@@ -181,7 +186,8 @@ async def _fan_out(url: str, jobs: int, subscribers: int, last_seq: int) -> list
                         return bytes(buffer)
             raise AssertionError("the stream ended before the last event")
 
-        readers = [asyncio.create_task(subscribe(o)) for o in opened]
+        paths = ["/events/stream", "/events/stream?batch_ms=500"]
+        readers = [asyncio.create_task(subscribe(o, paths[i % 2])) for i, o in enumerate(opened)]
         await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 10)
 
         async def enqueue(i: int) -> None:

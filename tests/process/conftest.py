@@ -19,8 +19,18 @@ DEFAULTS = {
 }
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the test, so a fixture can tell a failed test from a passed one."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def start_service(tmp_path: Path, store_url: str) -> Iterator[Callable[..., ServiceProcess]]:
+def start_service(
+    request: pytest.FixtureRequest, tmp_path: Path, store_url: str
+) -> Iterator[Callable[..., ServiceProcess]]:
     """Start kasp on the test's store (each start of one test shares it: a restart resumes)."""
     services: list[ServiceProcess] = []
 
@@ -40,3 +50,8 @@ def start_service(tmp_path: Path, store_url: str) -> Iterator[Callable[..., Serv
     yield start
     for service in services:
         service.close()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        # A failed signal test is only diagnosable with what the service said: show its log.
+        for service in services:
+            print(f"--- {service.log_path.name} ---\n{service.log()}")

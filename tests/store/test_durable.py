@@ -166,7 +166,7 @@ def test_a_schema_2_database_upgrades_and_notifications_then_name_the_job(fresh_
 
     from service.store.postgres import MIGRATIONS, SCHEMA_VERSION, Q
 
-    async def install_schema_2() -> None:  # what a kasp from before schema 3 left behind
+    async def install_schema_2() -> None:  # what a kasp from before notifications named the job left behind
         conn = await asyncpg.connect(fresh_pg)
         try:
             await conn.execute(Q.schema_table)
@@ -199,7 +199,7 @@ def test_a_schema_2_database_upgrades_and_notifications_then_name_the_job(fresh_
             finally:
                 await conn.close()
 
-        assert h.run(version()) == SCHEMA_VERSION == 3
+        assert h.run(version()) == SCHEMA_VERSION == 4
     finally:
         h.close_all()
         h.loop.close()

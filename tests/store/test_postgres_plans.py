@@ -22,7 +22,8 @@ HOT = {
     "lock_jobs_and_claimable": "kasp_jobs_claim",
     "lock_log_counting_delayed": "kasp_jobs_queue",
     "evictable": "kasp_jobs_finished",
-    "any_expired": "kasp_jobs_",  # the leases or the state index: running jobs are few either way
+    "any_expired": "kasp_jobs_state",  # running jobs are a few per worker: their state's entries
+    "expired": "kasp_jobs_state",
 }
 
 
@@ -52,6 +53,7 @@ def test_claims_and_counts_use_their_index_before_and_after_analyze(fresh_pg: st
                     "lock_jobs_and_claimable": (["j1", "j2"], now_ms(), 8),
                     "lock_log_counting_delayed": (now_ms(),),
                     "evictable": (100,),
+                    "expired": (100,),
                 }
                 return {
                     name: "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + Q[name], *args.get(name, ())))

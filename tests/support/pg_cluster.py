@@ -56,8 +56,10 @@ class ThrowawayCluster:
     def _ctl(self, action: str, *args: str) -> None:
         self._run(BIN / "pg_ctl", action, "-D", self.data, "-w", "-t", "60", *args)
 
-    def start(self) -> None:
+    def start(self, *settings: str) -> None:
+        """Start the server; `settings` ("name=value") come after the defaults, so they win."""
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options += "".join(f" -c {setting}" for setting in settings)
         self._ctl("start", "-o", options, "-l", str(self.dir / "server.log"))
 
     def stop(self) -> None:

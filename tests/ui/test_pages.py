@@ -4,9 +4,12 @@ store paths they read are the API's, covered on every store by tests/api and tes
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
+import pytest
 
+from service.ui import routes
 from tests.support.server import wait_until
 from tests.ui.conftest import Dashboard, MakeServer, live, screenshot
 
@@ -212,3 +215,39 @@ def test_every_page_reads_on_a_phone_and_in_the_dark_with_local_times(
     first = countdown.inner_text()
     assert re.fullmatch(r"\(in \d+\.\d s\)", first), first
     page.wait_for_function("t => document.querySelector('.countdown').textContent !== t", arg=first)
+
+
+def test_the_overview_counters_follow_a_burst_from_the_events_alone(
+    dashboard: Dashboard, make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No /stats re-read while the test runs: the page's numbers must come from the events.
+    monkeypatch.setattr(routes, "RESYNC_MS", 600_000)
+    server, client = make_server(queue_size=1000, workers=4, backoff_base_ms=20, backoff_max_ms=50)
+    enqueue(client, "before")  # in the snapshot the page is rendered with
+    wait_until(lambda: client.get("/stats").json()["jobs"]["done"] == 1)
+    page, _ = dashboard.page(f"{server.url}/ui/")
+    live(page)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    # done, failed, and failed once then done: its retry delay makes it delayed, then due
+    # with no event, then started
+    for i in range(300):
+        enqueue(client, f"burst-{i}", ("ok", "fail", "fail,ok")[i % 3], max_retries=1)
+
+    def settled() -> dict[str, Any] | None:
+        s: dict[str, Any] = client.get("/stats").json()
+        finished = s["jobs"]["done"] + s["jobs"]["failed"] == 301
+        return s if finished and s["queue"]["depth"] == s["queue"]["delayed"] == 0 else None
+
+    stats = wait_until(settled, timeout=60)
+    page.wait_for_function(
+        """s => [...document.querySelectorAll('[data-count]')].every(
+                 d => d.textContent === String(s.jobs[d.dataset.count]))
+             && document.querySelector('[data-gauge=depth]').textContent === String(s.queue.depth)
+             && document.querySelector('[data-gauge=delayed]').textContent === String(s.queue.delayed)
+             && document.querySelector('[data-gauge=busy]').textContent === String(s.workers.busy)""",
+        arg=stats,
+    )
+    assert page.inner_text("[data-count=done]") == "201" and page.inner_text("[data-count=failed]") == "100"
+    assert requests == [], "the counters cost the server no request: no fragment, no /stats"
+    screenshot(page, "overview-after-burst.png")

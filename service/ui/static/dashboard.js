@@ -1,9 +1,13 @@
 // kasp dashboard: what htmx does not do by itself. The page's one EventSource is
 // htmx's SSE extension on <body> (GET /events/stream, the stream every client
 // uses); #kasp-events hears every event type and this script
-//   - refreshes the fragments an event concerns ([data-refresh]: "any",
-//     "job:<id>", "types:a,b"), at most once per REFRESH_MS, always after the
-//     last event of a burst (so a counter never stays stale);
+//   - keeps the overview's counters from the events themselves (each carries its
+//     from/to states), after the snapshot the page was rendered with, and
+//     re-reads /stats every data-resync-ms for what no event says (delayed jobs
+//     coming due, other instances' workers, evictions);
+//   - refreshes the fragments an event concerns ([data-refresh]: "job:<id>",
+//     "states:a,b", "jobs:<state>:<open>:<ids>"), at most once per REFRESH_MS,
+//     always after the last event of a burst (so nothing stays stale);
 //   - keeps the live feed and the throughput chart;
 //   - shows times in the browser's zone (UTC on hover) and retry countdowns;
 //   - sends the actions (Retry, Enqueue) to the API, with the session cookie.
@@ -19,10 +23,111 @@
   // -- fragments -----------------------------------------------------------
   const pending = new Map();
   function concerns(spec, ev) {
-    if (spec === "any") return true;
     if (spec.startsWith("job:")) return spec.slice(4) === ev.job_id;
-    if (spec.startsWith("types:")) return spec.slice(6).split(",").includes(ev.type);
+    if (spec.startsWith("states:")) {
+      const states = spec.slice(7).split(",");
+      return states.includes(ev.to) || states.includes(ev.from);
+    }
+    if (spec.startsWith("jobs:")) {
+      // a page of the jobs table: its rows' jobs, jobs entering or leaving its state
+      // filter, and (on the last page of all jobs) new jobs
+      const rest = spec.slice(5);
+      const a = rest.indexOf(":"), b = rest.indexOf(":", a + 1);
+      const state = rest.slice(0, a), open = rest.slice(a + 1, b) === "open";
+      if (rest.slice(b + 1).split(" ").includes(ev.job_id)) return true;
+      if (state) return ev.to === state || ev.from === state;
+      return open && ev.type === "enqueued";
+    }
     return false;
+  }
+
+  // -- counters --------------------------------------------------------------
+  // The overview's numbers, as /stats has them: jobs by state, queue depth (ready),
+  // delayed, busy workers. Events move them (from/to); /stats corrects what events
+  // cannot say. Events already counted in a /stats snapshot (seq <= synced) are skipped.
+  let counters = null;
+  function readCounters(box) {
+    const num = function (sel) { return Number(box.querySelector(sel).textContent); };
+    const jobs = {};
+    box.querySelectorAll("[data-count]").forEach(function (el) { jobs[el.dataset.count] = Number(el.textContent); });
+    return {
+      box: box, jobs: jobs, synced: Number(box.dataset.seq), applied: Number(box.dataset.seq),
+      depth: num("[data-gauge=depth]"), capacity: num("[data-gauge=capacity]"),
+      delayed: num("[data-gauge=delayed]"), busy: num("[data-gauge=busy]"),
+      workers: num("[data-gauge=workers]"), due: new Map(), dirty: false,
+    };
+  }
+  function dueOf(ev) {
+    const at = ev.data ? (ev.data.next_attempt_at || ev.data.run_at) : null;
+    const due = at ? Date.parse(at) : NaN;
+    return due > Date.parse(ev.at) ? due : null;
+  }
+  function countEvent(ev) {
+    const c = counters;
+    if (!c || ev.seq <= c.synced) return;
+    c.applied = Math.max(c.applied, ev.seq);
+    if (ev.from) c.jobs[ev.from] -= 1;
+    c.jobs[ev.to] += 1;
+    if (ev.from === "queued") {
+      if (c.due.delete(ev.job_id)) c.delayed -= 1;
+      else c.depth -= 1;
+    }
+    if (ev.to === "queued") {
+      const due = dueOf(ev);
+      if (due === null) c.depth += 1;
+      else { c.due.set(ev.job_id, due); c.delayed += 1; }
+    }
+    if (ev.to === "running") c.busy += 1;
+    if (ev.from === "running") c.busy -= 1;
+    c.dirty = true;
+  }
+  function comeDue() {
+    const c = counters, now = Date.now();
+    for (const [job, due] of c.due) {
+      if (due <= now) { c.due.delete(job); c.delayed -= 1; c.depth += 1; c.dirty = true; }
+    }
+  }
+  function showCounters() {
+    const c = counters;
+    if (!c.dirty) return;
+    c.dirty = false;
+    const clamp = function (v, hi) { return Math.max(0, hi === undefined ? v : Math.min(v, hi)); };
+    c.box.querySelectorAll("[data-count]").forEach(function (el) { el.textContent = clamp(c.jobs[el.dataset.count]); });
+    const gauges = { depth: clamp(c.depth), delayed: clamp(c.delayed), busy: clamp(c.busy, c.workers),
+      capacity: c.capacity, workers: c.workers };
+    for (const name in gauges) {
+      const el = c.box.querySelector("[data-gauge=" + name + "]");
+      if (el) el.textContent = gauges[name];
+    }
+    c.box.querySelector("[data-meter=depth]").value = gauges.depth;
+    c.box.querySelector("[data-meter=busy]").value = gauges.busy;
+  }
+  async function resync() {
+    const c = counters;
+    let s;
+    try {
+      const response = await fetch("/stats", { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) return; // the next resync tries again; the stream's own state shows in #live
+      s = await response.json();
+    } catch (e) { return; }
+    if (s.events.last_seq < c.applied) return; // the stream is ahead of this snapshot: wait for the next
+    Object.assign(c.jobs, s.jobs);
+    c.depth = s.queue.depth; c.capacity = s.queue.capacity; c.delayed = s.queue.delayed;
+    c.busy = s.workers.busy; c.workers = s.workers.size;
+    c.synced = c.applied = s.events.last_seq;
+    const now = Date.now();
+    for (const [job, due] of c.due) if (due <= now) c.due.delete(job);
+    const accepting = c.box.querySelector("[data-gauge=accepting]");
+    if (accepting) accepting.textContent = s.accepting ? "yes" : "no (draining)";
+    c.dirty = true;
+    showCounters();
+  }
+  function startCounters() {
+    const box = document.querySelector("[data-counters]");
+    if (!box) return;
+    counters = readCounters(box);
+    setInterval(function () { comeDue(); showCounters(); }, 250);
+    setInterval(resync, Number(box.dataset.resyncMs));
   }
   function scheduleRefresh(id) {
     if (pending.has(id)) return;
@@ -185,6 +290,7 @@
     try { ev = JSON.parse(message.data); } catch (err) { return; }
     feedItem(ev);
     count(ev);
+    countEvent(ev);
     document.querySelectorAll("[data-refresh]").forEach(function (el) {
       if (el.id && concerns(el.dataset.refresh, ev)) scheduleRefresh(el.id);
     });
@@ -201,5 +307,6 @@
     htmx.onLoad(function (root) { root.querySelectorAll("time[datetime]").forEach(localize); tickCountdowns(); });
     setInterval(tickCountdowns, 250);
     startChart();
+    startCounters();
   });
 })();
