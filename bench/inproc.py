@@ -25,7 +25,9 @@ from bench.baselines.shared_machine import BareQueue
 from domain.events import Event
 from domain.processor import Attempt, Processor, SimulatedProcessor
 from domain.states import EventType
+from service.clock import now_ms
 from service.config import Config
+from service.engine import JobRequest
 from service.parts import Parts, build_parts
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -119,7 +121,7 @@ async def feed_kasp(feeder: Feeder, *, retain: int, workers: int) -> None:
     pool.start()
 
     async def submit(i: int) -> None:
-        await engine.enqueue(f"job-{i}", payload_for(i), 0)
+        await engine.enqueue(JobRequest(f"job-{i}", payload_for(i)))
 
     await feeder.run(submit)
     await pool.stop(timeout_s=1)
@@ -185,7 +187,7 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
     pool.start()
 
     async def warm_up(i: int) -> None:
-        await eng.enqueue(f"warm-{i}", payload_for(i), 0)
+        await eng.enqueue(JobRequest(f"warm-{i}", payload_for(i)))
 
     await warm.run(warm_up)
     gc.collect()
@@ -194,7 +196,7 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
     feeder.on_finished = sample
 
     async def submit(i: int) -> None:
-        await eng.enqueue(f"job-{i}", payload_for(i), 0)
+        await eng.enqueue(JobRequest(f"job-{i}", payload_for(i)))
 
     await feeder.run(submit)
     gc.collect()
@@ -244,7 +246,7 @@ async def utilisation(args: argparse.Namespace) -> dict[str, Any]:
     parts = await kasp_parts(retain=10**9, capacity=backlog + 1, workers=args.workers, processor=work)
     store, eng, pool = parts.store, parts.engine, parts.pool
     for i in range(backlog):
-        await eng.enqueue(f"job-{i}", payload_for(i), args.max_retries)
+        await eng.enqueue(JobRequest(f"job-{i}", payload_for(i), args.max_retries))
     began = time.monotonic()
     pool.start()
     deadline = began + args.seconds
@@ -273,7 +275,92 @@ async def utilisation(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {"engine": engine, "memory": memory, "utilisation": utilisation}
+async def scheduled(args: argparse.Namespace) -> dict[str, Any]:
+    """Memory per scheduled job, and the process's CPU while they all wait (SPEC: a scheduled
+    job holds no worker; issue 9: no timer and no query per job)."""
+    parts = await kasp_parts(retain=10**9, capacity=1, workers=args.workers, processor=noop_processor())
+    store, eng, pool = parts.store, parts.engine, parts.pool
+    pool.start()
+    await asyncio.sleep(0)  # the workers park
+    gc.collect()
+    before = rss_bytes()
+    began = now_ms()
+    first_ms = began + int(args.lead_s * 1000)
+    span_ms = int(args.span_s * 1000)
+    for i in range(args.jobs):
+        # Spread evenly over the span, in a shuffled order, as independent clients would send them.
+        due_ms = first_ms + (i * 7919 % args.jobs) * span_ms // args.jobs
+        await eng.enqueue(JobRequest(f"job-{i}", payload_for(i), due_ms=due_ms))
+    enqueue_s = (now_ms() - began) / 1000
+    gc.collect()
+    after = rss_bytes()
+    stats = await store.stats()
+    assert stats.delayed == args.jobs and stats.ready == 0, stats
+    cpu_began, wall_began = time.process_time(), time.perf_counter()
+    await asyncio.sleep(args.idle_s)
+    idle_cpu_s = time.process_time() - cpu_began
+    idle_wall_s = time.perf_counter() - wall_began
+    assert now_ms() < first_ms, "the idle window must end before the first job is due"
+    stats = await store.stats()
+    await pool.stop(timeout_s=0)
+    return {
+        "jobs": args.jobs,
+        "enqueue_jobs_per_s": args.jobs / enqueue_s,
+        "bytes_per_scheduled_job": (after - before) / args.jobs,
+        "idle_seconds": idle_wall_s,
+        "idle_cpu_share": idle_cpu_s / idle_wall_s,
+        "still_delayed": stats.delayed,
+    }
+
+
+async def engine_with_waiters(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine scenario with `--waiters` long-polls held open (GET /jobs/{id}?wait=60)
+    on jobs that do not finish during the run, as request/reply clients would hold them."""
+    parts = await kasp_parts(
+        retain=args.retain, capacity=args.jobs + args.waiters + 1, workers=4, processor=noop_processor()
+    )
+    store, eng, pool, waiters = parts.store, parts.engine, parts.pool, parts.waiters
+    feeder = Feeder(args.jobs, args.window)
+
+    def count(event: Event) -> None:
+        if event.type in _FINISHING and event.job_id.startswith("job-"):
+            feeder.finish()
+
+    store.add_listener(count)
+    far_ms = now_ms() + 3_600_000
+    held = []
+    for i in range(args.waiters):
+        await eng.enqueue(JobRequest(f"held-{i}", "", due_ms=far_ms))
+        held.append(asyncio.create_task(waiters.wait_finished(f"held-{i}", 60, store.get_job)))
+    await asyncio.sleep(0)
+    assert waiters.count == args.waiters
+    pool.start()
+
+    async def submit(i: int) -> None:
+        await eng.enqueue(JobRequest(f"job-{i}", payload_for(i)))
+
+    began, began_cpu = time.perf_counter(), time.process_time()
+    await feeder.run(submit)
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - began_cpu
+    assert waiters.count == args.waiters, "every waiter was still waiting at the end"
+    for task in held:
+        task.cancel()
+    await pool.stop(timeout_s=1)
+    return {
+        "jobs": args.jobs,
+        "waiters": args.waiters,
+        "jobs_per_s": args.jobs / elapsed,
+        "jobs_per_cpu_s": args.jobs / cpu,
+    }
+
+
+SCENARIOS = {
+    "engine": engine,
+    "memory": memory,
+    "utilisation": utilisation,
+    "scheduled": scheduled,
+    "waiters": engine_with_waiters,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -300,6 +387,17 @@ def main(argv: list[str] | None = None) -> None:
     u.add_argument("--work-max-ms", type=int, default=500)
     u.add_argument("--error-rate", type=int, default=20)
     u.add_argument("--max-retries", type=int, default=5)
+    sc = sub.add_parser("scheduled")
+    sc.add_argument("--jobs", type=int, default=1_000_000)
+    sc.add_argument("--workers", type=int, default=4)
+    sc.add_argument("--lead-s", type=float, default=600.0, help="seconds from now to the first due time")
+    sc.add_argument("--span-s", type=float, default=3600.0, help="due times spread over this many seconds")
+    sc.add_argument("--idle-s", type=float, default=5.0)
+    w = sub.add_parser("waiters")
+    w.add_argument("--jobs", type=int, default=200_000)
+    w.add_argument("--waiters", type=int, default=100)
+    w.add_argument("--window", type=int, default=1_000)
+    w.add_argument("--retain", type=int, default=100_000)
     args = parser.parse_args(argv)
     random.seed()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

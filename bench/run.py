@@ -56,6 +56,8 @@ class Sizes:
     util_runs: int = field(default_factory=lambda: _env_int("BENCH_UTIL_RUNS", 3))
     latency_jobs: int = field(default_factory=lambda: _env_int("BENCH_LATENCY_JOBS", 1_000))
     latency_runs: int = field(default_factory=lambda: _env_int("BENCH_LATENCY_RUNS", 3))
+    scheduled_jobs: int = field(default_factory=lambda: _env_int("BENCH_SCHEDULED_JOBS", 1_000_000))
+    idle_seconds: float = field(default_factory=lambda: _env_float("BENCH_IDLE_SECONDS", 5))
 
 
 @dataclass
@@ -348,12 +350,60 @@ def scenario_latency(sizes: Sizes) -> list[Row]:
     ]
 
 
+# -- 6. job control ---------------------------------------------------------
+
+
+def scenario_scheduled(sizes: Sizes) -> list[Row]:
+    n = sizes.scheduled_jobs
+    say(f"  scheduled: {n} jobs due over the next hour (memory store), then {sizes.idle_seconds:g}s idle")
+    run = inproc("scheduled", "--jobs", str(n), "--idle-s", str(sizes.idle_seconds))
+    say(f"    enqueued at {run['enqueue_jobs_per_s']:,.0f} jobs/s; {run['still_delayed']} still waiting")
+    return [
+        Row("scheduled 1M", "bytes_per_scheduled_job", run["bytes_per_scheduled_job"], unit="B"),
+        # A guess at "no CPU": under 1% of one core while a million jobs wait.
+        Row(
+            "scheduled 1M",
+            "idle_cpu_share",
+            run["idle_cpu_share"],
+            target="< 0.01",
+            met=run["idle_cpu_share"] < 0.01,
+            unit="of a core",
+        ),
+    ]
+
+
+def scenario_waiters(sizes: Sizes) -> list[Row]:
+    n = str(sizes.engine_jobs)
+    say(f"  waiters: the engine scenario ({n} jobs) with 100 long-polls held open vs none")
+    keep = ("jobs_per_s", "jobs_per_cpu_s")
+
+    def run(waiters: int) -> dict[str, float]:
+        result = inproc("waiters", "--jobs", n, "--waiters", str(waiters))
+        return {k: v for k, v in result.items() if k in keep}
+
+    results = alternate(sizes.pairs, lambda: run(100), lambda: run(0))
+    return [
+        # The baseline column is the same engine with no waiter: the ratio is what 100 cost.
+        compare("engine, 100 waiters", "jobs_per_s", results, unit="jobs/s"),
+        compare(
+            "engine, 100 waiters",
+            "jobs_per_cpu_s",
+            results,
+            unit="jobs/s",
+            target="≥ 0.95x",
+            check=lambda r: r >= 0.95,
+        ),
+    ]
+
+
 SCENARIOS = {
     "enqueue": scenario_enqueue,
     "engine": scenario_engine,
     "memory": scenario_memory,
     "utilisation": scenario_utilisation,
     "latency": scenario_latency,
+    "scheduled": scenario_scheduled,
+    "waiters": scenario_waiters,
 }
 
 

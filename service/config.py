@@ -206,6 +206,15 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         1_000_000_000,
     ),
+    Setting(
+        "ATTEMPT_TIMEOUT_MS",
+        "300000",
+        parse_int,
+        "an attempt running longer is cut off and counts as failed (reason `timeout`); "
+        "0 = no limit; a job's own `timeout_ms` overrides it",
+        0,
+        86_400_000,
+    ),
     Setting("LOG_LEVEL", "INFO", parse_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     Setting("ACCESS_LOG", "0", parse_bool, "log every HTTP request (off by default: it costs throughput)"),
     Setting(
@@ -299,6 +308,7 @@ class Config:
     store: str = "memory"
     lease_timeout: float = 10.0
     retain_finished: int = 100_000
+    attempt_timeout_ms: int = 300_000
     log_level: str = "INFO"
     access_log: bool = False
     #: tokens stay out of repr(), so a logged Config never shows them

@@ -20,7 +20,14 @@ from service.http import events as events_http
 from service.http import jobs as jobs_http
 from service.http.access import ACT, LOGIN, OPEN, READ, Access
 from service.http.batch import MAX_BATCH_JOBS
-from service.http.enqueue import ID_PATTERN, MAX_RETRIES_LIMIT
+from service.http.enqueue import (
+    ID_PATTERN,
+    MAX_DELAY_MS,
+    MAX_RETRIES_LIMIT,
+    MAX_TIMEOUT_MS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+)
 from service.http.errors import RETRY_AFTER_DRAINING_S, RETRY_AFTER_FULL_S
 from service.http.stream import CONTROL_MESSAGES as STREAM_CONTROL_MESSAGES
 from service.store.faults import RETRY_AFTER_S as RETRY_AFTER_STORE_S
@@ -74,7 +81,56 @@ SCHEMAS: dict[str, Schema] = {
                 "default": 0,
                 "description": 'retries after the first attempt; `true`, `3.0` and `"3"` are refused',
             },
+            "priority": {
+                "type": "integer",
+                "minimum": PRIORITY_MIN,
+                "maximum": PRIORITY_MAX,
+                "default": 0,
+                "description": "higher starts first among ready jobs; equal priorities start in the "
+                "order the jobs became ready",
+            },
+            "timeout_ms": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_TIMEOUT_MS,
+                "description": "this job's attempt timeout in ms (0: no limit); omitted: ATTEMPT_TIMEOUT_MS "
+                "applies. An attempt over it is cancelled and fails with `reason: timeout`",
+            },
+            "run_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "RFC 3339 time with an offset, at most a year ahead: the job waits, holding "
+                "no worker and no QUEUE_SIZE place, until then; a time in the past means now. "
+                "Not with `delay_ms`",
+                "example": "2026-11-29T02:01:19Z",
+            },
+            "delay_ms": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_DELAY_MS,
+                "description": "like `run_at`, as milliseconds from now (at most a year). Not with `run_at`",
+            },
         },
+        "additionalProperties": False,
+        "description": "Unknown fields are refused (400 `unknown_field`, naming it). A re-send is identical "
+        "(200) when `payload`, `max_retries`, `priority` and `timeout_ms` match (omitted `max_retries` and "
+        "`priority` equal 0; an omitted `timeout_ms` equals only an omitted one); `run_at`/`delay_ms` are "
+        "not compared: a re-send never moves a job's schedule.",
+    },
+    "CancelStatus": {
+        "type": "object",
+        "required": ["status", "id"],
+        "properties": {
+            "status": {
+                "type": "string",
+                "enum": ["cancelled", "cancelling"],
+                "description": "`cancelled`: it was queued and is cancelled now; `cancelling`: it was "
+                "running, `cancelled` is recorded and its attempt is being cancelled where it runs "
+                "(within 2 s)",
+            },
+            "id": _JOB_ID,
+        },
+        "additionalProperties": False,
     },
     "BatchRequest": {
         "type": "object",
@@ -174,7 +230,7 @@ SCHEMAS: dict[str, Schema] = {
             "next_attempt_at": {
                 **_TIMESTAMP,
                 "nullable": True,
-                "description": "set while the job waits out a retry delay",
+                "description": "set while a queued job waits out a retry delay or its schedule (run_at)",
             },
         },
         "additionalProperties": False,
@@ -282,7 +338,11 @@ SCHEMAS: dict[str, Schema] = {
                 "properties": {
                     "depth": {"type": "integer", "minimum": 0, "description": "ready, not started"},
                     "capacity": {"type": "integer", "minimum": 1, "description": "QUEUE_SIZE"},
-                    "delayed": {"type": "integer", "minimum": 0, "description": "waiting out a retry delay"},
+                    "delayed": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "queued, not yet due: waiting out a retry delay or a schedule",
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -450,9 +510,24 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("get", "/jobs/{id}"): {
         "tags": ["jobs"],
-        "summary": "One job's current state",
-        "parameters": [_JOB_ID_PARAM],
-        "responses": {"200": _json("Job", "the job"), "404": _UNKNOWN_JOB, "503": _STORE_UNAVAILABLE},
+        "summary": "One job's current state (optionally: wait for it to finish)",
+        "description": "With `wait=S`, the answer is held until the job is finished (done, failed or "
+        "cancelled) or S seconds have passed, then the job is answered as it is then (200 either way). "
+        "Enqueue, then `GET /jobs/{id}?wait=30`, is request/reply: the answer carries the `result`.",
+        "parameters": [
+            _JOB_ID_PARAM,
+            _query(
+                "wait",
+                "seconds to wait for the job to finish, a plain decimal number (`5`, `0.5`)",
+                {"type": "number", "minimum": 0, "maximum": jobs_http.MAX_WAIT_S},
+            ),
+        ],
+        "responses": {
+            "200": _json("Job", "the job"),
+            "400": _BAD_PARAMETER,
+            "404": _UNKNOWN_JOB,
+            "503": _STORE_UNAVAILABLE,
+        },
     },
     ("get", "/jobs"): {
         "tags": ["jobs"],
@@ -482,14 +557,30 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("post", "/jobs/{id}/retry"): {
         "tags": ["jobs"],
-        "summary": "Send a failed job back to the queue",
-        "description": "A `failed` job goes back to `queued` with a fresh budget of "
-        "`1 + max_retries` attempts.",
+        "summary": "Send a failed or cancelled job back to the queue",
+        "description": "A `failed` or `cancelled` job goes back to `queued`, ready now, with a fresh budget "
+        "of `1 + max_retries` attempts.",
         "parameters": [_JOB_ID_PARAM],
         "responses": {
             "202": _json("JobStatus", "requeued", _LOCATION),
             "404": _UNKNOWN_JOB,
-            "409": _error("the job is not `failed`"),
+            "409": _error("the job is neither `failed` nor `cancelled`"),
+            "503": _STORE_UNAVAILABLE,
+        },
+    },
+    ("post", "/jobs/{id}/cancel"): {
+        "tags": ["jobs"],
+        "summary": "Cancel a queued or running job",
+        "description": "A `queued` job (ready, waiting out a retry delay, or scheduled) is `cancelled` at "
+        "once (200). A `running` job is recorded `cancelled` at once too (202 `cancelling`), and its "
+        "attempt is cancelled wherever it runs, within 2 s; if the attempt's outcome was recorded first, "
+        "that outcome stands and the cancel is refused (409).",
+        "parameters": [_JOB_ID_PARAM],
+        "responses": {
+            "200": _json("CancelStatus", "it was queued: cancelled"),
+            "202": _json("CancelStatus", "it was running: cancelled, its attempt is being stopped"),
+            "404": _UNKNOWN_JOB,
+            "409": _error("the job is finished (done, failed or cancelled)"),
             "503": _STORE_UNAVAILABLE,
         },
     },
@@ -743,7 +834,7 @@ OPERATIONS.update(
 )
 
 TAGS = [
-    {"name": "jobs", "description": "Admit, read and retry jobs"},
+    {"name": "jobs", "description": "Admit, read, wait for, cancel and retry jobs"},
     {"name": "events", "description": "The event log every job's state is a projection of"},
     {"name": "operations", "description": "Probes, counters and metrics"},
     {"name": "docs", "description": "This document, Swagger UI and the documentation page"},

@@ -1,4 +1,4 @@
-"""The service's parts, built in one place: store, engine, pool, feed and metrics.
+"""The service's parts, built in one place: store, engine, pool, feed, metrics and waiters.
 
 `service/app.py`, `bench/` and the tests all build kasp with `build_parts`, so
 the wiring (which listener hears which store, which clock the engine uses) is
@@ -24,7 +24,8 @@ from service.metrics import Metrics
 from service.pool import WorkerPool
 from service.processors import load_processor
 from service.store import open_store
-from service.store.base import EventStore
+from service.store.base import EventStore, SharedStore
+from service.waiters import JobWaiters
 
 #: kasp's Sanic app; its `ctx` carries `config`, `parts` (once started) and lifecycle flags.
 App: TypeAlias = Sanic[Any, Any]
@@ -38,6 +39,7 @@ class Parts:
     pool: WorkerPool
     feed: EventFeed
     metrics: Metrics
+    waiters: JobWaiters
     gate: ConnectionGate
 
 
@@ -53,15 +55,29 @@ async def build_parts(config: Config, *, processor: Processor | None = None) -> 
     store.add_listener(metrics.on_event)
     feed = EventFeed(poll_interval_s=store.poll_interval_s)
     store.add_listener(feed.on_event)
+    waiters = JobWaiters()
+    store.add_listener(waiters.on_event)
+    if isinstance(store, SharedStore):
+        store.add_remote_listener(waiters.on_remote_event)
     engine = Engine(store, capacity=config.queue_size, clock=now_ms)
     pool = WorkerPool(
         store,
         processor if processor is not None else load_processor(config),
         size=config.workers,
         backoff=Backoff(config.backoff_base_ms, config.backoff_max_ms),
+        attempt_timeout_ms=config.attempt_timeout_ms,
     )
     gate = ConnectionGate(cap=connection_cap(config.max_connections), deadline_s=config.request_deadline)
-    return Parts(config=config, store=store, engine=engine, pool=pool, feed=feed, metrics=metrics, gate=gate)
+    return Parts(
+        config=config,
+        store=store,
+        engine=engine,
+        pool=pool,
+        feed=feed,
+        metrics=metrics,
+        waiters=waiters,
+        gate=gate,
+    )
 
 
 def parts_of(source: Request | App) -> Parts:

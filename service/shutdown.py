@@ -131,7 +131,9 @@ class Shutdown:
             await _report_drain(parts)
         finally:
             # After the pool, so streams still carry the drain's own events; in `finally`
-            # so a failing drain never leaves streams holding the exit open.
+            # so a failing drain never leaves streams holding the exit open. Long-polls
+            # (?wait=) answer now with the job as it is, for the same reason.
+            parts.waiters.close()
             assert self.began_at is not None
             timeout_at = self.began_at + parts.config.shutdown_timeout
             await parts.feed.close(flush_until=min(self._loop.time(), timeout_at) + STREAM_FLUSH_S)

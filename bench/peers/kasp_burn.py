@@ -33,6 +33,7 @@ from domain.events import Event  # noqa: E402
 from domain.processor import SimulatedProcessor  # noqa: E402
 from domain.states import EventType  # noqa: E402
 from service.config import load  # noqa: E402
+from service.engine import JobRequest  # noqa: E402
 from service.parts import Parts, build_parts  # noqa: E402
 
 #: Client connections for the HTTP enqueue: as bench/batch.py drives POST /enqueue/batch (a guess: enough
@@ -70,7 +71,7 @@ async def enqueue(dsn: str, jobs: int) -> dict[str, float]:
         engine = parts.engine
         began = time.perf_counter()
         for batch in chunks(jobs):
-            for outcome in await engine.enqueue_many([(f"job-{i}", PAYLOAD, 0) for i in batch]):
+            for outcome in await engine.enqueue_many([JobRequest(f"job-{i}", PAYLOAD) for i in batch]):
                 if isinstance(outcome, Exception):
                     raise outcome
         return {"seconds": time.perf_counter() - began}

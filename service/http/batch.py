@@ -15,7 +15,8 @@ from typing import Any
 from sanic import Blueprint, HTTPResponse, Request, json
 
 from domain.errors import KaspError
-from service.engine import Draining
+from service.clock import now_ms
+from service.engine import Draining, JobRequest
 from service.http.enqueue import ID_PATTERN, json_type, parse_job
 from service.http.errors import InvalidRequest, PayloadTooLarge, describe
 from service.http.json_body import decode_object, may_hold_lone_surrogates
@@ -39,19 +40,20 @@ async def enqueue_batch(request: Request) -> HTTPResponse:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
     items = parse_batch(decode_object(request.body))
     escaped = may_hold_lone_surrogates(request.body)
+    at_ms = now_ms()  # one clock reading for the whole batch: every job judged at the same time
     results: list[dict[str, Any]] = [{}] * len(items)
-    jobs: list[tuple[str, str, int]] = []
+    jobs: list[JobRequest] = []
     places: list[int] = []  # the index in `items` of each entry of `jobs`
     for i, item in enumerate(items):
         try:
-            jobs.append(parse_item(item, escaped=escaped))
+            jobs.append(parse_item(item, now_ms=at_ms, escaped=escaped))
             places.append(i)
         except InvalidRequest as exc:
             results[i] = refused(id_of(item), exc)
     outcomes = await engine.enqueue_many(jobs) if jobs else []
-    for i, (job_id, _, _), outcome in zip(places, jobs, outcomes, strict=True):
+    for i, job, outcome in zip(places, jobs, outcomes, strict=True):
         if isinstance(outcome, KaspError):
-            results[i] = refused(job_id, outcome)
+            results[i] = refused(job.id, outcome)
         else:
             view, created = outcome
             results[i] = {"id": view.id, "status": 202 if created else 200, "state": view.state.value}
@@ -80,11 +82,11 @@ def parse_batch(doc: dict[str, Any]) -> list[Any]:
     return items
 
 
-def parse_item(item: Any, *, escaped: bool) -> tuple[str, str, int]:
+def parse_item(item: Any, *, now_ms: int, escaped: bool) -> JobRequest:
     """One job of the batch, exactly as POST /enqueue parses a body that holds it."""
     if not isinstance(item, dict):
         raise InvalidRequest(f"a job must be a JSON object, got {json_type(item)}", code="invalid_json")
-    return parse_job(item, escaped=escaped)
+    return parse_job(item, now_ms=now_ms, escaped=escaped)
 
 
 def id_of(item: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""/jobs: read jobs, and send a failed one back to the queue."""
+"""/jobs: read jobs (or wait for one to finish), cancel them, send them back to the queue."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from urllib.parse import unquote
 from sanic import Blueprint, HTTPResponse, Request, json
 
 from domain.errors import UnknownJob
-from domain.states import JobState
+from domain.states import FINISHED_STATES, JobState
 from service.http.enqueue import ID_PATTERN
-from service.http.query import enum_param, int_param
+from service.http.query import enum_param, int_param, seconds_param
 from service.parts import parts_of
 
 bp = Blueprint("jobs")
@@ -17,6 +17,7 @@ bp = Blueprint("jobs")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 MAX_CURSOR = 10**18
+MAX_WAIT_S = 60  # SPEC.md, Reading: ?wait= is 0..60 seconds (under Sanic's 60 s RESPONSE_TIMEOUT)
 
 #: The path parameter type of every job route (`<job_id:job_id>`), registered on the app's
 #: router by service/app.py: one place decodes and checks a job id taken from a path.
@@ -36,7 +37,11 @@ def job_id_from_path(segment: str) -> str:
 
 @bp.get("/jobs/<job_id:job_id>")
 async def get_job(request: Request, job_id: str) -> HTTPResponse:
-    view = await parts_of(request).store.get_job(job_id)
+    wait_s = seconds_param(request, "wait", lo=0, hi=MAX_WAIT_S)
+    parts = parts_of(request)
+    view = await parts.store.get_job(job_id)
+    if view is not None and wait_s and view.state not in FINISHED_STATES:
+        view = await parts.waiters.wait_finished(job_id, wait_s, parts.store.get_job)
     if view is None:
         raise UnknownJob(job_id)
     return json(view.to_dict())
@@ -66,3 +71,12 @@ async def retry_job(request: Request, job_id: str) -> HTTPResponse:
     return json(
         {"status": view.state.value, "id": view.id}, status=202, headers={"Location": f"/jobs/{view.id}"}
     )
+
+
+@bp.post("/jobs/<job_id:job_id>/cancel")
+async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
+    # UnknownJob -> 404, InvalidTransition (finished) -> 409
+    view, was_running = await parts_of(request).engine.cancel(job_id)
+    if was_running:  # recorded; the pool running the attempt is cancelling its task
+        return json({"status": "cancelling", "id": view.id}, status=202)
+    return json({"status": view.state.value, "id": view.id}, status=200)

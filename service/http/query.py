@@ -12,6 +12,7 @@ from service.http.errors import InvalidRequest
 
 E = TypeVar("E", bound=StrEnum)
 _DIGITS = re.compile(r"[0-9]{1,18}")
+_DECIMAL = re.compile(r"[0-9]{1,18}(\.[0-9]{1,9})?")  # plain decimals: no sign, exponent, nan or inf
 
 
 def _single(request: Request, name: str) -> str | None:
@@ -35,6 +36,20 @@ def int_param(request: Request, name: str, *, default: int, lo: int, hi: int) ->
             f"{name} must be an integer {lo}..{hi}, got {raw!r}", field=name, code="invalid_parameter"
         )
     return int(raw)
+
+
+def seconds_param(request: Request, name: str, *, lo: float, hi: float) -> float | None:
+    """A plain decimal number of seconds lo..hi (`5`, `0.25`), or None when absent."""
+    raw = _single(request, name)
+    if raw is None or raw == "":
+        return None
+    if not _DECIMAL.fullmatch(raw) or not lo <= float(raw) <= hi:
+        raise InvalidRequest(
+            f"{name} must be a number of seconds {lo:g}..{hi:g}, got {raw!r}",
+            field=name,
+            code="invalid_parameter",
+        )
+    return float(raw)
 
 
 def enum_param(request: Request, name: str, enum: type[E]) -> E | None:

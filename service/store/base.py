@@ -21,9 +21,11 @@ from domain.states import EventType, JobState
 from service.store.faults import StoreHealth
 
 EventListener = Callable[[Event], None]
-#: Called with (event type, due time in ms or None) when ANOTHER instance committed
-#: an event; `due_ms` is set for `retry_scheduled` (when the retry becomes ready).
-RemoteListener = Callable[[EventType, "int | None"], None]
+#: Called with (event type, due time in ms or None, job id) when ANOTHER instance
+#: committed an event; `due_ms` is when a `retry_scheduled` retry, or an `enqueued` job
+#: with a run_at, becomes ready. The job id lets a pool cancel the attempt it runs and a
+#: long-poll (?wait=) re-read its job.
+RemoteListener = Callable[[EventType, "int | None", str], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ may contain: payload and last_error are stored as JSON string literals
 holds U+0000 matches nothing without asking the server.
 
 Wake-ups. A trigger NOTIFYs channel `kasp_events` for every event with
-"<application_name> <type> <due_ms>"; each instance LISTENs on a dedicated
+"<application_name> <type> <due_ms> <job_id>"; each instance LISTENs on a dedicated
 connection and tells its remote listeners about other instances' events
 (its own reach `add_listener` listeners, after COMMIT, in seq order).
 Notifications are best effort (a dropped LISTEN connection is re-opened), so
@@ -93,7 +93,7 @@ CHANNEL = "kasp_events"
 
 #: Schema migrations: MIGRATIONS[n] takes the database from version n to n + 1
 #: (rows of kasp_schema). Append, never edit a shipped step.
-MIGRATIONS: tuple[str, ...] = (Q.schema_1, Q.schema_2, Q.schema_3)
+MIGRATIONS: tuple[str, ...] = (Q.schema_1, Q.schema_2, Q.schema_3, Q.schema_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: kasp_log's per-state columns, in write_batch's parameter order ($44..$48).
@@ -275,7 +275,7 @@ class PostgresStore:
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
         try:
-            sender, type_name, due = payload.rsplit(" ", 2)
+            sender, type_name, due, job_id = payload.rsplit(" ", 3)
             type_ = EventType(type_name)
             due_ms = int(due) if due else None
         except ValueError:
@@ -285,7 +285,7 @@ class PostgresStore:
             return  # our own event: local listeners already had it
         for listener in self._remote_listeners:
             try:
-                listener(type_, due_ms)
+                listener(type_, due_ms, job_id)
             except Exception:
                 log.exception("a remote event listener failed", extra={"action": "listener_error"})
 

@@ -29,6 +29,8 @@ TINY = {
     "BENCH_UTIL_RUNS": "1",
     "BENCH_LATENCY_JOBS": "20",
     "BENCH_LATENCY_RUNS": "1",
+    "BENCH_SCHEDULED_JOBS": "1000",
+    "BENCH_IDLE_SECONDS": "0.2",
 }
 
 
@@ -59,6 +61,9 @@ def test_the_harness_runs_every_scenario_and_prints_a_table_and_json() -> None:
         ("utilisation", "workers_4"),
         ("utilisation", "workers_200"),
         ("latency enqueue→started", "p99_ms"),
+        ("scheduled 1M", "bytes_per_scheduled_job"),
+        ("scheduled 1M", "idle_cpu_share"),
+        ("engine, 100 waiters", "jobs_per_cpu_s"),
     } <= rows
     targets = [r for r in report["rows"] if r["target"]]
     assert all(r["met"] in (True, False) for r in targets)

@@ -110,6 +110,20 @@ def test_json_responses_match_the_documented_schemas(make_server: MakeServer) ->
     check(client.get("/events", params={"job_id": "waiting"}))
     assert check(post("/jobs/waiting/retry"))["status"] == "queued"
 
+    # Job control: unknown fields, a bad wait, cancels of every kind, a wait that answers.
+    assert check(post("/enqueue", json={"id": "x", "payload": "", "colour": 1}))["field"] == "colour"
+    assert check(client.get("/jobs/slow", params={"wait": "abc"}))["field"] == "wait"
+    assert check(post("/enqueue", json={"id": "later", "payload": "", "delay_ms": 60_000}))["status"]
+    assert check(post("/jobs/later/cancel"))["status"] == "cancelled"
+    assert check(post("/jobs/later/cancel"))["error"] == "invalid_transition"
+    check(post("/jobs/missing/cancel"))
+    assert check(post("/jobs/later/retry"))["status"] == "queued"
+    assert check(client.get("/jobs/later", params={"wait": "5"}))["state"] == "done"
+    assert check(post("/enqueue", json={"id": "held", "payload": "forever"}))["status"] == "queued"
+    wait_until(lambda: job_state(client, "held") == "running", timeout=10)
+    assert check(post("/jobs/held/cancel"))["status"] == "cancelling"
+    assert check(client.get("/jobs/held", params={"wait": "0.1"}))["state"] == "cancelled"
+
     # Shutdown: enqueue and readiness say 503 while running attempts drain.
     draining = server.begin_shutdown()
     wait_until(lambda: client.get("/readyz").status_code == 503)

@@ -13,7 +13,7 @@ from domain.errors import JobConflict, QueueFull
 from domain.events import Event
 from domain.states import EventType, JobState
 from service.clock import now_ms
-from service.engine import Engine
+from service.engine import Engine, JobRequest
 from service.store import EventStore
 from service.store.core import same_request
 from tests.store.conftest import StoreHarness
@@ -35,16 +35,18 @@ def test_a_resend_with_the_same_content_is_the_same_job_and_other_content_a_conf
     store: EventStore, harness: StoreHarness
 ) -> None:
     engine = Engine(store, capacity=1, clock=now_ms)
-    view, created = harness.run(engine.enqueue("a", "x", 2))
+    view, created = harness.run(engine.enqueue(JobRequest("a", "x", 2)))
     assert created and view.state is JobState.QUEUED
-    again, created_again = harness.run(engine.enqueue("a", "x", 2))  # the queue is full: still 200
+    again, created_again = harness.run(
+        engine.enqueue(JobRequest("a", "x", 2))
+    )  # the queue is full: still 200
     assert not created_again and again == view
     with pytest.raises(JobConflict):
-        harness.run(engine.enqueue("a", "x", 3))
+        harness.run(engine.enqueue(JobRequest("a", "x", 3)))
     with pytest.raises(JobConflict):
-        harness.run(engine.enqueue("a", "y", 2))
+        harness.run(engine.enqueue(JobRequest("a", "y", 2)))
     with pytest.raises(QueueFull):
-        harness.run(engine.enqueue("b", "x", 2))
+        harness.run(engine.enqueue(JobRequest("b", "x", 2)))
     assert len(harness.run(store.read_events(after=0, limit=BIG, job_id=None, type=None))) == 1
 
 

@@ -134,7 +134,7 @@ def test_two_instances_claiming_together_take_each_job_once(fresh_pg: str) -> No
         a = h.open()
         b = h.another()
         woken: list[EventType] = []
-        b.add_remote_listener(lambda type_, due: woken.append(type_))
+        b.add_remote_listener(lambda type_, due, job_id: woken.append(type_))
         for i in range(40):
             h.run(a.enqueue(job.enqueue(f"j{i}", "p", 0, at_ms=now_ms()), capacity=100))
 
@@ -156,6 +156,50 @@ def test_two_instances_claiming_together_take_each_job_once(fresh_pg: str) -> No
         while EventType.ENQUEUED not in woken and time.monotonic() < deadline:
             h.run(asyncio.sleep(0.02))  # notifications arrive on b's LISTEN connection
         assert EventType.ENQUEUED in woken
+    finally:
+        h.close_all()
+        h.loop.close()
+
+
+def test_a_schema_2_database_upgrades_and_notifications_then_name_the_job(fresh_pg: str) -> None:
+    import asyncpg
+
+    from service.store.postgres import MIGRATIONS, SCHEMA_VERSION, Q
+
+    async def install_schema_2() -> None:  # what a kasp from before notifications named the job left behind
+        conn = await asyncpg.connect(fresh_pg)
+        try:
+            await conn.execute(Q.schema_table)
+            for step in (0, 1):
+                await conn.execute(MIGRATIONS[step])
+                await conn.execute(Q.schema_record, step + 1)
+        finally:
+            await conn.close()
+
+    h = StoreHarness(fresh_pg)
+    try:
+        h.run(install_schema_2())
+        a = h.open()
+        b = h.another()
+        heard: list[tuple[EventType, int | None, str]] = []
+        b.add_remote_listener(lambda type_, due, job_id: heard.append((type_, due, job_id)))
+        at = now_ms()
+        h.run(a.enqueue(job.enqueue("now", "p", 0, at_ms=at), capacity=10))
+        h.run(a.enqueue(job.enqueue("later", "p", 0, at_ms=at, run_at_ms=at + 60_000), capacity=10))
+        deadline = time.monotonic() + 10
+        while len(heard) < 2 and time.monotonic() < deadline:
+            h.run(asyncio.sleep(0.01))
+        assert heard == [(EventType.ENQUEUED, None, "now"), (EventType.ENQUEUED, at + 60_000, "later")]
+
+        async def version() -> int:
+            conn = await asyncpg.connect(fresh_pg)
+            try:
+                found: int = await conn.fetchval(Q.schema_version)
+                return found
+            finally:
+                await conn.close()
+
+        assert h.run(version()) == SCHEMA_VERSION == 4
     finally:
         h.close_all()
         h.loop.close()

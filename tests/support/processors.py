@@ -4,12 +4,16 @@
 attempt (attempt n uses step n, the last step repeats). A step is `ok`, `fail`,
 `sleep=<seconds>` (then succeed), `sleepfail=<seconds>` (then fail), `gate=<name>`
 (succeed once the test sets `GATES[name]`, then set `PASSED[name]`; in-process servers only),
-or `raise=<name>`: raise one of RAISES (what a careless or hostile processor does).
+`raise=<name>` (raise one of RAISES: what a careless or hostile processor does), `forever`
+(sleep until cancelled), `swallow` (sleep, swallow the first CancelledError and sleep on:
+only a second cancel ends it), or a result step: `result` (return RESULT with the job's id
+and attempt), `nonjson` (return a set) or `big` (return a string over 64 KiB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections import defaultdict
@@ -55,7 +59,13 @@ RAISES: dict[str, Callable[[], object]] = {
 }
 
 
-async def scripted(attempt: Attempt) -> None:
+#: What a `result` step returns, with "job" and "attempt" added: every kind of JSON value.
+RESULT = {"items": [1, 2.5, "three", None, True, False], "nested": {"ok": True, "text": "é ✓"}}
+#: What a `big` step returns: one byte over the 64 KiB a result may take, once quoted as JSON.
+BIG_RESULT = "x" * (64 * 1024 - 1)
+
+
+async def scripted(attempt: Attempt) -> object:
     steps = [s.strip() for s in attempt.payload.split(",")] if attempt.payload else ["ok"]
     step = steps[min(attempt.attempt, len(steps)) - 1]
     name, _, arg = step.partition("=")
@@ -63,7 +73,20 @@ async def scripted(attempt: Attempt) -> None:
         result = RAISES[arg]()
         if asyncio.iscoroutine(result):
             await result
-        return
+        return None
+    if name == "result":
+        return {**RESULT, "job": attempt.job_id, "attempt": attempt.attempt}
+    if name == "nonjson":
+        return {"ids": {1, 2}}
+    if name == "big":
+        return BIG_RESULT
+    if name == "forever":
+        await asyncio.sleep(3600)
+    if name == "swallow":
+        # A careless processor: it swallows the cancellation and goes on as if nothing happened.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        await asyncio.sleep(3600)
     if name in ("sleep", "sleepfail"):
         await asyncio.sleep(float(arg))
     if name == "gate":
@@ -71,6 +94,7 @@ async def scripted(attempt: Attempt) -> None:
         PASSED[arg].set()
     if name in ("fail", "sleepfail"):
         raise ScriptedFailure(f"scripted failure on attempt {attempt.attempt}")
+    return None
 
 
 def not_async(attempt: Attempt) -> None:

@@ -97,6 +97,22 @@ CREATE INDEX kasp_jobs_finished ON kasp_jobs (updated_at_ms) WHERE state IN ('do
 -- kasp_jobs_state, and kasp_jobs_leases only cost an index entry per claim and per renewal.
 DROP INDEX kasp_jobs_leases;
 
+-- name: schema_4
+-- Schema 4: notifications name the job (cancel and ?wait across instances) and a scheduled enqueue's due time.
+-- Payload: "<application_name> <type> <due_ms or empty> <job_id>" (job ids hold no spaces). Values are
+-- read off the compact JSON text, as in schema 2: "run_at":" only matches the key, never inside a string.
+CREATE OR REPLACE FUNCTION kasp_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('kasp_events', current_setting('application_name') || ' ' || NEW.type || ' ' ||
+        CASE WHEN NEW.type = 'retry_scheduled'
+             THEN (NEW.at_ms + substring(NEW.data FROM '"delay_ms":([0-9]+)')::bigint)::text
+             WHEN NEW.type = 'enqueued' AND NEW.data LIKE '%"run_at":"%'
+             THEN (extract(epoch FROM substring(NEW.data FROM '"run_at":"([^"]+)"')::timestamptz)
+                   * 1000)::bigint::text
+             ELSE '' END || ' ' || NEW.job_id);
+    RETURN NULL;
+END $$;
+
 -- name: lock_jobs
 -- Lock the rows of these jobs (the known ones) for this transaction, in id order.
 SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
