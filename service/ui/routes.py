@@ -3,9 +3,10 @@
 Pages render from the store as the API reads it; each page opens ONE
 EventSource on /events/stream, the stream every client uses, and refreshes the
 fragments an event concerns (service/ui/static/dashboard.js). Actions (Retry,
-Enqueue) call the API itself (POST /jobs/{id}/retry, POST /enqueue) from the
-page, so service/http/access.py judges them exactly as any other client's: a
-read token's session is refused by the server, not only shown no button.
+Cancel, Enqueue) call the API itself (POST /jobs/{id}/retry, /jobs/{id}/cancel,
+/enqueue) from the page, so service/http/access.py judges them exactly as any
+other client's: a read token's session is refused by the server, not only shown
+no button.
 Every script and stylesheet is served from service/ui/static/ (vendored, see
 scripts/refresh-ui-vendor.sh); nothing is loaded from another host.
 """

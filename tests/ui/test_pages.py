@@ -47,7 +47,7 @@ def test_a_failure_shows_on_failures_and_retry_shows_the_new_attempts_live(
     assert page.locator(".timeline li").count() == 5  # enqueued, 2 x (started, outcome)
     assert "error: simulated failure" in page.inner_text(".timeline")
     assert "reason: error" in page.inner_text(".timeline") or "retry in" in page.inner_text(".timeline")
-    page.click("button[data-retry='doomed']")
+    page.click("button[data-action=retry][data-job='doomed']")
     page.wait_for_selector("#flash.ok")
     page.wait_for_function("document.querySelectorAll('.timeline li').length >= 10")
     page.wait_for_selector("#job-panel[data-state=failed]")
@@ -62,6 +62,45 @@ def test_a_failure_shows_on_failures_and_retry_shows_the_new_attempts_live(
     empty.wait_for_function(
         "document.querySelector('#failures .failed-jobs li .meta').textContent.startsWith('4 attempts')"
     )
+
+
+def test_cancel_a_running_job_from_its_page_and_a_queued_one_from_the_table_live(
+    dashboard: Dashboard, make_server: MakeServer
+) -> None:
+    server, client = make_server(workers=1)
+    enqueue(client, "long", "forever")  # holds the one worker until its attempt is cut
+    enqueue(client, "behind")  # queued behind it
+    wait_until(lambda: client.get("/jobs/long").json()["state"] == "running")
+    page, _ = dashboard.page(f"{server.url}/ui/jobs/long")
+    live(page)
+    page.evaluate("window.kaspNotReloaded = true")
+    assert page.locator("button[data-action=retry]").count() == 0
+    page.click("button[data-action=cancel][data-job='long']")
+    page.wait_for_selector("#flash.ok")
+    assert "being cancelled" in page.inner_text("#flash")
+    # the attempt is cut and the page follows over the stream, without a reload
+    page.wait_for_selector("#job-panel[data-state=cancelled]")
+    page.wait_for_selector(".timeline li.type-cancelled")
+    assert page.evaluate("window.kaspNotReloaded") is True
+    assert "running → cancelled" in page.inner_text(".timeline li.type-cancelled")
+    assert page.locator("button[data-action=cancel]").count() == 0
+    assert page.locator("button[data-action=retry][data-job='long']").count() == 1  # retry takes it
+    assert event_types(client, "long") == ["enqueued", "started", "cancelled"]
+    screenshot(page, "job-cancelled.png")
+
+    # "behind" ran once the worker was free; a queued job is cancelled at once (200)
+    wait_until(lambda: client.get("/jobs/behind").json()["state"] == "done")
+    enqueue(client, "blocker", "forever")
+    wait_until(lambda: client.get("/jobs/blocker").json()["state"] == "running")
+    enqueue(client, "waiting")
+    table, _ = dashboard.page(f"{server.url}/ui/jobs?state=queued")
+    live(table)
+    table.click("button[data-action=cancel][data-job='waiting']")
+    table.wait_for_selector("#flash.ok")
+    assert table.inner_text("#flash") == "job waiting is cancelled"
+    table.wait_for_selector("#jobs-table .empty")  # it left the queued filter, live
+    assert client.get("/jobs/waiting").json()["state"] == "cancelled"
+    assert client.post("/jobs/blocker/cancel").status_code == 202
 
 
 def test_jobs_filter_by_state_search_by_id_and_page_through_2500(
@@ -123,6 +162,8 @@ def test_tokens_login_wrong_token_read_only_and_the_api_token(
     auth = {"Authorization": f"Bearer {API}"}
     assert client.post("/enqueue", json={"id": "broken", "payload": "fail"}, headers=auth).status_code == 202
     wait_until(lambda: client.get("/jobs/broken", headers=auth).json()["state"] == "failed")
+    assert client.post("/enqueue", json={"id": "long", "payload": "forever"}, headers=auth).status_code == 202
+    wait_until(lambda: client.get("/jobs/long", headers=auth).json()["state"] == "running")
 
     page, watch = dashboard.page(f"{server.url}/ui/failures")
     assert "/ui/login" in page.url and page.inner_text("h1") == "Sign in"  # no token: the login
@@ -142,11 +183,20 @@ def test_tokens_login_wrong_token_read_only_and_the_api_token(
     assert READ not in page.url
     live(page)  # the event stream takes the cookie
     watch.expect(403, "/jobs/broken/retry")
-    page.click("button[data-retry='broken']")  # the button is there: the server must refuse
+    page.click("button[data-action=retry][data-job='broken']")  # the button is there: the server must refuse
     page.wait_for_selector("#flash.refused")
     assert "403" in page.inner_text("#flash") and "read token" in page.inner_text("#flash")
     assert event_types_with(client, "broken", auth)[-1] == "failed"
     screenshot(page, "failures-read-only.png")
+
+    page.goto(f"{server.url}/ui/jobs/long")  # a running job: its Cancel is refused as well
+    live(page)
+    watch.expect(403, "/jobs/long/cancel")
+    page.click("button[data-action=cancel][data-job='long']")
+    page.wait_for_selector("#flash.refused")
+    assert "403" in page.inner_text("#flash") and "cancel of long" in page.inner_text("#flash")
+    assert client.get("/jobs/long", headers=auth).json()["state"] == "running"
+    assert event_types_with(client, "long", auth) == ["enqueued", "started"]
 
     page.click("form.session button[type=submit]")  # sign out, then in with the API token
     page.wait_for_url("**/ui/login")
@@ -154,9 +204,10 @@ def test_tokens_login_wrong_token_read_only_and_the_api_token(
     page.click("form.login button[type=submit]")
     page.wait_for_url("**/ui/")
     page.goto(f"{server.url}/ui/failures")
-    page.click("button[data-retry='broken']")
+    page.click("button[data-action=retry][data-job='broken']")
     page.wait_for_selector("#flash.ok")
     wait_until(lambda: "requeued" in event_types_with(client, "broken", auth))
+    assert client.post("/jobs/long/cancel", headers=auth).status_code == 202
 
 
 def event_types_with(client: httpx.Client, job_id: str, headers: dict[str, str]) -> list[str]:
@@ -173,7 +224,8 @@ def test_keyboard_only_reaches_a_failed_job_s_retry_and_presses_it(
     page, _ = dashboard.page(f"{server.url}/ui/failures")
     for _ in range(40):
         page.keyboard.press("Tab")
-        if page.evaluate("document.activeElement.dataset.retry") == "keyboard":
+        focused = page.evaluate("[document.activeElement.dataset.action, document.activeElement.dataset.job]")
+        if focused == ["retry", "keyboard"]:
             break
     else:
         raise AssertionError("Tab never reached the Retry button of the failed job")

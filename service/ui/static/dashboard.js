@@ -10,7 +10,7 @@
 //     always after the last event of a burst (so nothing stays stale);
 //   - keeps the live feed and the throughput chart;
 //   - shows times in the browser's zone (UTC on hover) and retry countdowns;
-//   - sends the actions (Retry, Enqueue) to the API, with the session cookie.
+//   - sends the actions (Retry, Cancel, Enqueue) to the API, with the session cookie.
 "use strict";
 (function () {
   const REFRESH_MS = 500; // a guess: live to the eye, a few requests a second at most
@@ -257,15 +257,22 @@
   function refusal(r) {
     return "refused (" + r.status + "): " + (r.doc && r.doc.message ? r.doc.message : "no details");
   }
+  // A job's buttons: data-action names the API command, what a success says, what a refusal names.
+  const ACTIONS = {
+    retry: { done: "is queued again", verb: "retry" },
+    cancel: { done: "is cancelled", verb: "cancel" },
+  };
   document.addEventListener("click", async function (e) {
-    const button = e.target.closest("button[data-retry]");
-    if (!button) return;
-    const id = button.dataset.retry;
+    const button = e.target.closest("button[data-action][data-job]");
+    if (!button || !ACTIONS[button.dataset.action]) return;
+    const action = ACTIONS[button.dataset.action];
+    const id = button.dataset.job;
     button.disabled = true;
-    const r = await act("/jobs/" + encodeURIComponent(id) + "/retry");
+    const r = await act("/jobs/" + encodeURIComponent(id) + "/" + button.dataset.action);
     button.disabled = false;
-    if (r.ok) flash("job " + id + " is queued again", true);
-    else flash("retry of " + id + " " + refusal(r), false);
+    if (!r.ok) flash(action.verb + " of " + id + " " + refusal(r), false);
+    else if (r.doc && r.doc.status === "cancelling") flash("job " + id + " is being cancelled (its attempt is cut)", true);
+    else flash("job " + id + " " + action.done, true);
   });
   document.addEventListener("submit", async function (e) {
     const form = e.target;
