@@ -16,11 +16,10 @@ from sanic import Blueprint, HTTPResponse, Request, json
 
 from domain.errors import KaspError
 from service.clock import now_ms
-from service.engine import Draining, JobRequest
-from service.http.enqueue import ID_PATTERN, json_type, parse_job
-from service.http.errors import InvalidRequest, PayloadTooLarge, describe
+from service.engine import JobRequest
+from service.http.enqueue import ID_PATTERN, admit_body, json_type, parse_job
+from service.http.errors import InvalidRequest, describe
 from service.http.json_body import decode_object, may_hold_lone_surrogates
-from service.parts import parts_of
 
 bp = Blueprint("enqueue_batch")
 
@@ -30,14 +29,8 @@ BATCH_FIELDS = ("jobs",)
 
 @bp.post("/enqueue/batch")
 async def enqueue_batch(request: Request) -> HTTPResponse:
-    parts = parts_of(request)
+    parts = admit_body(request)
     engine = parts.engine
-    if not engine.accepting:
-        raise Draining()
-    # Content-Type (JSON, or no body) and the token were checked by service/http/access.py.
-    limit = parts.config.max_body_bytes
-    if len(request.body) > limit:
-        raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
     items = parse_batch(decode_object(request.body))
     escaped = may_hold_lone_surrogates(request.body)
     at_ms = now_ms()  # one clock reading for the whole batch: every job judged at the same time

@@ -15,7 +15,7 @@ from service.clock import now_ms
 from service.engine import Draining, JobRequest
 from service.http.errors import JSON, InvalidRequest, PayloadTooLarge, render_constant
 from service.http.json_body import check_text, decode_object, may_hold_lone_surrogates
-from service.parts import parts_of
+from service.parts import Parts, parts_of
 
 bp = Blueprint("enqueue")
 
@@ -40,16 +40,23 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 
-@bp.post("/enqueue")
-async def enqueue(request: Request) -> HTTPResponse:
+def admit_body(request: Request) -> Parts:
+    """What /enqueue and /enqueue/batch check before reading a body: the service is
+    accepting work, and the body is within MAX_BODY_BYTES. Content-Type (JSON, or no body)
+    and the token were checked by service/http/access.py."""
     parts = parts_of(request)
-    engine = parts.engine
-    if not engine.accepting:
+    if not parts.engine.accepting:
         raise Draining()
-    # Content-Type (JSON, or no body) and the token were checked by service/http/access.py.
     limit = parts.config.max_body_bytes
     if len(request.body) > limit:
         raise PayloadTooLarge(f"the body is {len(request.body)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
+    return parts
+
+
+@bp.post("/enqueue")
+async def enqueue(request: Request) -> HTTPResponse:
+    parts = admit_body(request)
+    engine = parts.engine
     body = request.body
     job_request = parse_job(decode_object(body), now_ms=now_ms(), escaped=may_hold_lone_surrogates(body))
     try:
