@@ -110,10 +110,6 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
-def _views(rows: Sequence[Sequence[Any]]) -> list[JobView]:
-    return [ROWS.view_from_row(r) for r in rows]
-
-
 class _Tx:
     """One write transaction, as the core sees it (core.Transaction)."""
 
@@ -123,19 +119,19 @@ class _Tx:
 
     async def jobs(self, ids: Sequence[str], at_ms: int, limit: int) -> tuple[list[JobView], list[JobView]]:
         if not limit:
-            return _views(await self.conn.fetch(Q.lock_jobs, list(ids))), []
+            return ROWS.views_from_rows(await self.conn.fetch(Q.lock_jobs, list(ids))), []
         if not ids:
-            return [], _views(await self.conn.fetch(Q.claimable, at_ms, limit))
+            return [], ROWS.views_from_rows(await self.conn.fetch(Q.claimable, at_ms, limit))
         rows = await self.conn.fetch(Q.lock_jobs_and_claimable, list(ids), at_ms, limit)
         return [ROWS.view_from_row(r[1:]) for r in rows if r[0]], [
             ROWS.view_from_row(r[1:]) for r in rows if not r[0]
         ]
 
     async def recoverable(self) -> Sequence[JobView]:
-        return _views(await self.conn.fetch(Q.expired, RECOVER_BATCH))
+        return ROWS.views_from_rows(await self.conn.fetch(Q.expired, RECOVER_BATCH))
 
     async def evictable(self, limit: int) -> Sequence[JobView]:
-        return _views(await self.conn.fetch(Q.evictable, limit))
+        return ROWS.views_from_rows(await self.conn.fetch(Q.evictable, limit))
 
     async def lock_log(self, delayed_at_ms: int | None) -> tuple[int, int, int, int]:
         if delayed_at_ms is None:
@@ -379,7 +375,7 @@ class PostgresStore:
             rows = await self.pool.fetch(Q.list_jobs, cursor, limit)
         else:
             rows = await self.pool.fetch(Q.list_jobs_in_state, cursor, limit, state.value)
-        jobs = _views(rows)
+        jobs = ROWS.views_from_rows(rows)
         return JobPage(jobs, jobs[-1].created_seq if len(jobs) == limit else None)
 
     async def job_events(self, job_id: str) -> list[Event] | None:

@@ -80,6 +80,9 @@ class Rows:
             _dumps(view.result) if view.result is not None else None,  # JSON: NUL is escaped
         )
 
+    def views_from_rows(self, rows: Sequence[Sequence[Any]]) -> list[JobView]:
+        return [self.view_from_row(r) for r in rows]
+
     def view_from_row(self, row: Sequence[Any]) -> JobView:
         decode = self._decode
         return JobView(

@@ -108,10 +108,6 @@ class _Head:
         return replace(self, counts=self.counts.copy())
 
 
-def _views(rows: Sequence[Sequence[object]]) -> list[JobView]:
-    return [ROWS.view_from_row(r) for r in rows]
-
-
 class _Tx:
     """One write transaction, as the core sees it (core.Transaction); BEGIN IMMEDIATE holds the file."""
 
@@ -124,16 +120,16 @@ class _Tx:
         if not ids:
             named = []
         elif len(ids) == 1:
-            named = _views(execute(Q.job_by_id, (ids[0],)).fetchall())
+            named = ROWS.views_from_rows(execute(Q.job_by_id, (ids[0],)).fetchall())
         else:
-            named = _views(execute(Q.jobs_by_ids, (json.dumps(ids),)).fetchall())
-        return named, _views(execute(Q.claimable, (at_ms, limit)).fetchall()) if limit else []
+            named = ROWS.views_from_rows(execute(Q.jobs_by_ids, (json.dumps(ids),)).fetchall())
+        return named, ROWS.views_from_rows(execute(Q.claimable, (at_ms, limit)).fetchall()) if limit else []
 
     async def recoverable(self) -> Sequence[JobView]:
-        return _views(self.conn.execute(Q.running).fetchall())
+        return ROWS.views_from_rows(self.conn.execute(Q.running).fetchall())
 
     async def evictable(self, limit: int) -> Sequence[JobView]:
-        return _views(self.conn.execute(Q.evictable, (limit,)).fetchall())
+        return ROWS.views_from_rows(self.conn.execute(Q.evictable, (limit,)).fetchall())
 
     async def lock_log(self, delayed_at_ms: int | None) -> tuple[int, int, int, int]:
         # BEGIN IMMEDIATE already holds the file: the head is the writer's cached counters.
@@ -320,7 +316,7 @@ class SqliteStore:
             rows = self._query(Q.list_jobs, (cursor, limit))
         else:
             rows = self._query(Q.list_jobs_in_state, (state.value, cursor, limit))
-        jobs = _views(rows)
+        jobs = ROWS.views_from_rows(rows)
         return JobPage(jobs, jobs[-1].created_seq if len(jobs) == limit else None)
 
     async def job_events(self, job_id: str) -> list[Event] | None:
