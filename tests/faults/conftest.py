@@ -48,7 +48,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     Not smaller: the WAL is checkpointed into the file only once it holds ~4 MB
     (wal_autocheckpoint, 1,000 pages), and the checkpoint needs room in the file for
     the pages it copies. On a 4 MiB disk the WAL alone filled it, the checkpoint could
-    never run, and no write succeeded again however much was freed (half the runs)."""
+    never run, and no write succeeded again after the filler was removed (half the runs)."""
     where = tmp_path / "disk"
     try:
         mount_tmpfs(where, "16m")
