@@ -5,10 +5,10 @@ oldest finished ones are evicted together with their events. Evicted events
 are dropped from the global log lazily and compacted once they are the
 majority, so eviction costs O(1) amortised.
 
-Compact on purpose. Each job is kept as flat tuples of plain values: its
-view's fields (state as a plain str) in one, and a tuple of its events, each
-event a tuple of plain str/int values with its data flattened in (a JSON
-object or array, a result, as its encoded bytes). CPython's cyclic garbage
+Compact on purpose. Each job is kept as ONE flat tuple of plain values: its
+view's fields (state as a plain str), then its events, each event a tuple of
+plain str/int values with its data flattened in (a JSON object or array, a
+result, as its encoded bytes). CPython's cyclic garbage
 collector stops tracking a tuple that holds only such values the first time it
 looks at it, so a million retained jobs cost the collector nothing. Kept as
 `JobView` and `Event` objects, every full collection walked all of them: 16% of
@@ -21,8 +21,12 @@ untracked already, and it looks at a tuple reached only through another tuple
 AFTER that one. So each level of nesting (job -> events -> event -> data) cost
 one more young collection, and the outer tuples reached the oldest generation
 still tracked: a full collection every ~10,000 jobs, walking the whole heap
-(8% of the engine benchmark's CPU). Every tuple here is held straight from a
-long-lived dict, list or deque, so one young collection untracks it.
+(8% of the engine benchmark's CPU). An event is held from the log (a
+long-lived list) and made before its job's tuple, so one young collection
+untracks both. And the fewer tuples a job keeps, the fewer young collections
+it causes (each allocation counts towards the next one; each survivor they
+promote brings a full collection nearer): one per job, not a row and a tuple
+of events.
 """
 
 from __future__ import annotations
@@ -65,9 +69,10 @@ _Stored = tuple[Any, ...]
 _SEQ, _TYPE, _JOB_ID, _DATA_AT = 0, 1, 2, 8
 _seq_of = itemgetter(_SEQ)
 
-# A stored job's row: JobView's fields in order, state as a plain str, a container result as bytes.
-_Row = tuple[Any, ...]
-_ID, _STATE_AT, _CREATED_SEQ, _RESULT_AT = 0, 3, 11, 14
+# A stored job: JobView's fields in order (state as a plain str, a container result as
+# bytes), then its events in order.
+_Job = tuple[Any, ...]
+_ID, _STATE_AT, _CREATED_SEQ, _RESULT_AT, _EVENTS_AT = 0, 3, 11, 14, 15
 
 # A result that is a JSON object or array is kept as its compact UTF-8 JSON: a dict or list
 # is tracked by the collector, and so would be every tuple holding it, forever. A result is
@@ -119,7 +124,8 @@ def _event(stored: _Stored) -> Event:
     )
 
 
-def _row(view: JobView) -> _Row:
+def _job(view: JobView, events: tuple[_Stored, ...], stored: _Stored) -> _Job:
+    """The job as kept after its event `stored`: `view`, then `events` and `stored`."""
     return (
         view.id,
         view.payload,
@@ -136,12 +142,14 @@ def _row(view: JobView) -> _Row:
         view.priority,
         view.timeout_ms,
         view.result if view.result is None else _plain(view.result),
+        *events,
+        stored,
     )
 
 
-def _view(row: _Row) -> JobView:
-    # Positional: the row is JobView's fields in order (see _row), and this runs
-    # twice per job on the hot path; only the state needs turning back into an enum.
+def _view(row: _Job) -> JobView:
+    # Positional: the job's tuple starts with JobView's fields in order (see _job), and this
+    # runs twice per job on the hot path; only the state needs turning back into an enum.
     # An object or array result is decoded (a done job, read by GET: off the hot path).
     result = row[_RESULT_AT]
     return JobView(  # type: ignore[call-arg]
@@ -161,9 +169,7 @@ class MemoryStore:
     def __init__(self, *, retain_finished: int) -> None:
         self._retain_finished = retain_finished
         self.health = StoreHealth("memory")  # never goes down: nothing here can be unreachable
-        # Each job's row and its events, in two dicts, not a (row, events) pair: flat (module docstring).
-        self._jobs: dict[str, _Row] = {}
-        self._events: dict[str, tuple[_Stored, ...]] = {}
+        self._jobs: dict[str, _Job] = {}
         self._log: list[_Stored] = []  # seq order; may hold events of evicted jobs
         self._dead = 0  # events of evicted jobs still in _log
         self._last_seq = 0
@@ -178,7 +184,7 @@ class MemoryStore:
         # priority), valid while `_delayed_version` maps id to version, as above.
         self._delayed: list[tuple[int, int, str, int, int]] = []
         self._delayed_version: dict[str, int] = {}
-        self._finished: deque[_Row] = deque()  # rows of jobs as they finished, in finish order
+        self._finished: deque[_Job] = deque()  # jobs as they were when they finished, in finish order
         # Jobs by state: a JobState and its str hash alike. A dict with every state, not a
         # Counter: `counter[key] += 1` took ~0.9 µs against a dict's ~0.1 (Issue 12).
         self._counts: dict[str, int] = dict.fromkeys(JobState, 0)
@@ -201,7 +207,7 @@ class MemoryStore:
         row = self._jobs.get(event.job_id)
         self._promote_due(event.at_ms)
         if admit(_view(row) if row is not None else None, len(self._ready_version), capacity):
-            return self._commit(None, event), True
+            return self._commit(None, (), event), True
         assert row is not None
         return _view(row), False
 
@@ -218,14 +224,17 @@ class MemoryStore:
 
     async def append(self, event: Event) -> JobView:
         row = self._jobs.get(event.job_id)
-        return self._commit(next_of(_view(row) if row is not None else None, event), event)
+        view = next_of(_view(row) if row is not None else None, event)
+        assert row is not None
+        return self._commit(view, row[_EVENTS_AT:], event)
 
     async def claim_ready(self, *, at_ms: int, limit: int = 1) -> list[JobView]:
         self._promote_due(at_ms)
         claimed: list[JobView] = []
         while len(claimed) < limit and (job_id := self._pop_ready()) is not None:
-            view = _view(self._jobs[job_id])
-            claimed.append(self._commit(view, start(view, at_ms=at_ms)))
+            row = self._jobs[job_id]
+            view = _view(row)
+            claimed.append(self._commit(view, row[_EVENTS_AT:], start(view, at_ms=at_ms)))
         return claimed
 
     def _pop_ready(self) -> str | None:
@@ -247,17 +256,16 @@ class MemoryStore:
         queue.append((job_id, version))
         self._ready_version[job_id] = version
 
-    def _commit(self, view: JobView | None, event: Event) -> JobView:
-        """Assign the next seq, apply, index: the one place the log and projection change."""
+    def _commit(self, view: JobView | None, events: tuple[_Stored, ...], event: Event) -> JobView:
+        """Assign the next seq, apply, index: the one place the log and projection change.
+        `view` and `events`: the job as it is (None and () for a new one)."""
         event = event.with_seq(self._last_seq + 1)
         new_view = apply(view, event)  # raises before any change
-        stored = _stored(event)
-        row = _row(new_view)
-        job_id = new_view.id
+        stored = _stored(event)  # before the job's tuple, which holds it (module docstring)
+        row = _job(new_view, events, stored)
         self._last_seq = event.seq
         self._log.append(stored)
-        self._jobs[job_id] = row
-        self._events[job_id] = (*self._events[job_id], stored) if view is not None else (stored,)
+        self._jobs[new_view.id] = row
         if view is not None:
             self._ready_version.pop(view.id, None)  # it moved: any queue entry of it is stale
             self._delayed_version.pop(view.id, None)
@@ -298,7 +306,7 @@ class MemoryStore:
             del self._jobs[job_id]
             self._counts[finished[_STATE_AT]] -= 1
             self._n_finished -= 1
-            self._dead += len(self._events.pop(job_id))
+            self._dead += len(finished) - _EVENTS_AT
         if self._dead >= COMPACT_MIN_DEAD and self._dead * 2 > len(self._log):
             self._log = [e for e in self._log if self._is_live(e)]
             self._dead = 0
@@ -336,15 +344,16 @@ class MemoryStore:
         return JobPage(jobs, None)
 
     async def job_events(self, job_id: str) -> list[Event] | None:
-        events = self._events.get(job_id)
-        return [_event(stored) for stored in events] if events is not None else None
+        row = self._jobs.get(job_id)
+        return [_event(stored) for stored in row[_EVENTS_AT:]] if row is not None else None
 
     async def read_events(
         self, *, after: int, limit: int, job_id: str | None, type: EventType | None
     ) -> list[Event]:
         source: tuple[_Stored, ...] | list[_Stored]
         if job_id is not None:
-            source = self._events.get(job_id, ())
+            row = self._jobs.get(job_id)
+            source = row[_EVENTS_AT:] if row is not None else ()
             live = True
         else:
             source = self._log
