@@ -19,7 +19,8 @@ the engine's throughput is N divided by the time until all are done. What the
 dashboards cost shows there, and in jobs per server CPU-second, counted until
 every dashboard has the last event. (With slow simulated attempts and one POST
 per job the server idled at ~10% of a core: jobs/s was the client's rate, and the
-CPU was mostly the enqueue requests', which diluted the dashboards' share.)
+CPU was mostly the enqueue requests', which diluted the dashboards' share; that form
+still runs, as the `paced` load, for comparison.)
 Runs alternate 0 and K dashboards (0 K 0 K ...), each in a fresh process, and the
 cost is 1 - the median of the per-pair ratios: the machine is shared and noisy,
 only ratios from the same run mean anything.
