@@ -129,7 +129,9 @@ async def main(label: str) -> None:
                     return
                 while view:
                     outcome = job.succeed(view, at_ms=now_ms(), duration_ms=0)
-                    _, claimed = await asyncio.gather(store.append(outcome), store.claim_ready(at_ms=now_ms()))
+                    _, claimed = await asyncio.gather(
+                        store.append(outcome), store.claim_ready(at_ms=now_ms())
+                    )
                     view = claimed[0] if isinstance(claimed, list) and claimed else claimed
 
         if "batch" in PHASES and hasattr(store, "enqueue_many"):
