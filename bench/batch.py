@@ -11,6 +11,7 @@ wait, and no claim competes with the batches for the store's commits.
 Targets: ≥ 50,000 jobs/s on memory, ≥ 20,000 on SQLite and PostgreSQL. The
 machine is shared and noisy: compare rows of one run. Needs wrk and PostgreSQL
 on 127.0.0.1:5432 (.ci/start-postgres). Usage: python bench/batch.py
+(BENCH_BATCH_STORES=sqlite for one store; a comma-separated list for several).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_BATCH_CONNECTIONS", "8"))
 BATCH_SIZE = int(os.environ.get("BENCH_BATCH_SIZE", "100"))
 TARGETS = {"memory": 50_000, "sqlite": 20_000, "postgresql": 20_000}  # issue 12, jobs/s
+STORES = os.environ.get("BENCH_BATCH_STORES", ",".join(TARGETS)).split(",")  # e.g. sqlite alone
 
 # One wrk thread (-t1): a per-thread counter makes ids unique within a run.
 LUA = """
@@ -116,14 +118,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lua = Path(tmp) / "batch.lua"
         lua.write_text(LUA % BATCH_SIZE)
-        rows.append(("memory", *measure("memory", lua)))
-        rows.append(("sqlite", *measure(f"sqlite:///{tmp}/kasp.db", lua)))
-        name = f"kasp_bench_{uuid.uuid4().hex[:8]}"
-        asyncio.run(create_database(PG_ADMIN_DSN, name))
-        try:
-            rows.append(("postgresql", *measure(dsn_for(PG_ADMIN_DSN, name), lua)))
-        finally:
-            asyncio.run(drop_database(PG_ADMIN_DSN, name))
+        if "memory" in STORES:
+            rows.append(("memory", *measure("memory", lua)))
+        if "sqlite" in STORES:
+            rows.append(("sqlite", *measure(f"sqlite:///{tmp}/kasp.db", lua)))
+        if "postgresql" in STORES:
+            name = f"kasp_bench_{uuid.uuid4().hex[:8]}"
+            asyncio.run(create_database(PG_ADMIN_DSN, name))
+            try:
+                rows.append(("postgresql", *measure(dsn_for(PG_ADMIN_DSN, name), lua)))
+            finally:
+                asyncio.run(drop_database(PG_ADMIN_DSN, name))
     print(
         f"\nPOST /enqueue/batch, {BATCH_SIZE} jobs a batch, wrk -t1 -c{CONNECTIONS} -d{SECONDS:g}s, "
         "admission alone (WORKERS=1, hour-long attempts)"
