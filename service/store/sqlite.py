@@ -133,7 +133,7 @@ class _Head:
 
 def _many(one_row: str, rows: int) -> str:
     """`one_row`, an `INSERT ... VALUES (?, ...)` of sql/sqlite.sql, with its VALUES row repeated."""
-    head, values = one_row.split("VALUES", 1)
+    head, values = one_row.rsplit("VALUES", 1)
     return f"{head}VALUES {', '.join([values.strip()] * rows)}"
 
 

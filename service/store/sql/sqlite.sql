@@ -166,13 +166,16 @@ WHERE state IN ('done', 'failed', 'cancelled') ORDER BY updated_at_ms LIMIT ?;
 SELECT count(*) FROM kasp_jobs INDEXED BY kasp_jobs_queue WHERE state = 'queued' AND ready_at_ms > ?;
 
 -- name: insert_event
--- Append one event.
-INSERT INTO kasp_events (seq, job_id, version, type, at_ms, from_state, to_state, attempt, data)
+-- Append one event (the driver repeats the row for several: sqlite.py's _insert).
+-- OR ROLLBACK: a multi-row INSERT that may abort alone keeps a statement journal (measured: twice
+-- the pwrite calls of a batch); the core decided every row, so a conflict here is a bug, and the
+-- whole batch rolling back is what happens next anyway (the core retries it request by request).
+INSERT OR ROLLBACK INTO kasp_events (seq, job_id, version, type, at_ms, from_state, to_state, attempt, data)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_job
--- Write a new job's row.
-INSERT INTO kasp_jobs (id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms,
+-- Write a new job's row (repeated as insert_event is; OR ROLLBACK for the same reason).
+INSERT OR ROLLBACK INTO kasp_jobs (id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms,
                        updated_at_ms, next_attempt_at_ms, version, created_seq, ready_at_ms, priority,
                        timeout_ms, result)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
