@@ -6,7 +6,8 @@ statements in sql/sqlite.sql.
 
 Group commit. Requests queue and await a future; one transaction takes every
 request queued so far (up to `MAX_BATCH`), the core decides them from the rows
-read, the writes go in with a few `executemany`s, and one COMMIT makes them
+read, the writes go in with a few statements (multi-row INSERTs of the events
+and new jobs, an UPDATE by rowid per changed job), and one COMMIT makes them
 durable together: one fsync for the whole batch. Futures are resolved only
 after that COMMIT returned, so a 202 means the job is on disk (WAL with
 `synchronous=FULL`). The event row and the job row of a change are written in
