@@ -72,9 +72,10 @@ class Metrics:
         self.events: dict[EventType, int] = dict.fromkeys(EventType, 0)
         self.registry.register(_EventsCollector(self.events, created=time.time()))
         # Plain per-bucket ints, exposed at scrape time as the series prometheus-client's
-        # Histogram produced: its locked observe (two locks a call, two calls a job) was
-        # Metrics.on_event's whole cost, 17% of the engine benchmark's samples, ~3 µs of a
-        # job the bare loop runs in ~15 µs (docs/PERFORMANCE.md, "Metrics without locks").
+        # Histogram produced: its observe takes a lock twice, two calls a job, and made
+        # on_event 13-17% of the engine benchmark's py-spy samples (~2.5% with these ints;
+        # jobs per CPU-second +8%; docs/PERFORMANCE.md, "Metrics without locks").
+        # Every series exists from the start, at 0.
         self._duration_by_outcome = {
             t: _Histogram(ATTEMPT_BUCKETS, created=time.time()) for t in sorted(ATTEMPT_OUTCOMES)
         }
