@@ -10,11 +10,11 @@ them from `store.stats()` and the pool when scraped, so they cannot drift from
 from __future__ import annotations
 
 import collections
-import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from math import inf
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -162,7 +162,7 @@ class _Histogram:
     __slots__ = ("_bounds", "_les", "counts", "created", "sum")
 
     def __init__(self, buckets: Sequence[float], *, created: float) -> None:
-        self._bounds = (*map(float, buckets), math.inf)  #: upper bounds, `le` inclusive
+        self._bounds = (*map(float, buckets), inf)  #: upper bounds, `le` inclusive
         #: the `le` labels, spelt as prometheus-client's Histogram spells them ("1.0", "+Inf")
         self._les: tuple[str, ...] = tuple(map(floatToGoString, self._bounds))
         self.counts = [0] * len(self._bounds)
