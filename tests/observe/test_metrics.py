@@ -7,23 +7,20 @@ from collections.abc import Callable
 from datetime import datetime
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import generate_latest
 
+from service.metrics import ATTEMPT_BUCKETS, START_LATENCY_BUCKETS
+from tests.support.histograms import Samples, check_histogram, parse, prometheus_client_histograms
 from tests.support.server import RunningServer, wait_until
 
 MakeServer = Callable[..., tuple[RunningServer, httpx.Client]]
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(client: httpx.Client) -> Samples:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+    return parse(response.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -91,6 +88,44 @@ def test_metrics_parse_and_agree_with_stats(make_server: MakeServer) -> None:
             == by_type[outcome]
         )
     assert value(samples, "kasp_start_latency_seconds_count") == by_type["started"]
+
+
+def test_histograms_hold_the_logged_durations_and_waits(make_server: MakeServer) -> None:
+    _, client = make_server(workers=2)
+    payloads = [
+        "ok",
+        "sleep=0.03",
+        "sleep=0.07",
+        "sleep=0.3",
+        "sleepfail=0.012",
+        "fail,ok",
+        "ok",
+        "sleep=0.03",
+    ]
+    for n, payload in enumerate(payloads):
+        client.post("/enqueue", json={"id": f"j{n}", "payload": payload, "max_retries": 1})
+    wait_until(
+        lambda: all(
+            client.get(f"/jobs/j{n}").json()["state"] in ("done", "failed") for n in range(len(payloads))
+        )
+    )
+    samples = scrape(client)
+    log = all_events(client)
+
+    for outcome in ("succeeded", "retry_scheduled", "failed"):
+        durations = [e["data"]["duration_ms"] for e in log if e["type"] == outcome]
+        assert durations
+        check_histogram(
+            samples, "kasp_attempt_duration_seconds", {"outcome": outcome}, ATTEMPT_BUCKETS, durations
+        )
+    waits = [e["data"]["waited_ms"] for e in log if e["type"] == "started"]
+    assert len(waits) == len(payloads) + 2  # the two retries
+    check_histogram(samples, "kasp_start_latency_seconds", {}, START_LATENCY_BUCKETS, waits)
+
+    # The same histogram series (names and labels) as prometheus-client's own Histograms.
+    reference, _ = prometheus_client_histograms()
+    histograms = {k for k in samples if k[0].startswith(("kasp_attempt_", "kasp_start_"))}
+    assert histograms == set(parse(generate_latest(reference).decode()))
 
 
 def test_rejected_enqueues_are_counted_by_reason(make_server: MakeServer) -> None:
