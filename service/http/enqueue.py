@@ -14,7 +14,7 @@ from domain.states import JobState
 from service.clock import now_ms
 from service.engine import Draining, JobRequest
 from service.http.errors import JSON, InvalidRequest, PayloadTooLarge, render_constant
-from service.http.json_body import check_text, decode_object, may_hold_lone_surrogates
+from service.http.json_body import check_text, decode_body
 from service.parts import Parts, parts_of
 
 bp = Blueprint("enqueue")
@@ -57,8 +57,8 @@ def admit_body(request: Request) -> Parts:
 async def enqueue(request: Request) -> HTTPResponse:
     parts = admit_body(request)
     engine = parts.engine
-    body = request.body
-    job_request = parse_job(decode_object(body), now_ms=now_ms(), escaped=may_hold_lone_surrogates(body))
+    doc, escaped = decode_body(request.body)
+    job_request = parse_job(doc, now_ms=now_ms(), escaped=escaped)
     try:
         view, created = await engine.enqueue(job_request)
     except QueueFull as exc:
@@ -80,8 +80,7 @@ async def enqueue(request: Request) -> HTTPResponse:
 def parse_job(doc: dict[str, Any], *, now_ms: int, escaped: bool = True) -> JobRequest:
     """The job a decoded /enqueue body (or one item of a batch) asks for, or InvalidRequest
     naming the first field at fault. `now_ms` resolves `delay_ms` and bounds `run_at`.
-    `escaped=False`: the body held no `\\u` escape, so no string in `doc` can hold a lone
-    surrogate (json_body.may_hold_lone_surrogates)."""
+    `escaped=False`: no string in `doc` can hold a lone surrogate (json_body.decode_body)."""
     if escaped:
         check_text(doc)
     for name in doc:

@@ -10,7 +10,8 @@ made /healthz fail. So:
   connection's opening (first request) or the request's first byte (later ones
   on a kept-alive connection), however steadily the bytes trickle in. Past it a
   client that has sent part of a request gets 408 and is closed; one that has
-  sent nothing is closed.
+  sent nothing is closed. Enforced by a sweep (service/connections.py), so up to
+  one sweep (at most 1 s, SWEEP_S) after the deadline.
 - MAX_CONNECTIONS (kept FD_RESERVE under the file-descriptor limit, which
   is raised to its hard limit at start; service/connections.py) bounds the
   connections open at once. At the cap a new connection is admitted by closing
@@ -23,7 +24,6 @@ made /healthz fail. So:
 
 from __future__ import annotations
 
-import asyncio
 from functools import cache
 from typing import Any
 
@@ -100,7 +100,7 @@ class KaspProtocol(HttpProtocol):
     """HttpProtocol with kasp's request deadline and connection cap (module docstring)."""
 
     HTTP_CLASS = KaspHttp
-    __slots__ = ("_admitted", "_deadline", "_gate", "_heads", "_timeout_response")
+    __slots__ = ("_admitted", "_begun", "_gate", "_heads", "_timeout_response")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -108,7 +108,7 @@ class KaspProtocol(HttpProtocol):
         self._timeout_response = timeout_response(self._gate.deadline_s)
         self._admitted = False
         self._heads = 0  # request heads begun on this connection
-        self._deadline: asyncio.TimerHandle | None = None
+        self._begun = self._gate.begun  # the gate's deadline book (service/connections.py)
 
     # -- asyncio.Protocol callbacks ----------------------------------------
 
@@ -119,6 +119,7 @@ class KaspProtocol(HttpProtocol):
             return
         self._admitted = True
         super().connection_made(transport)  # type: ignore[no-untyped-call]
+        self._gate.watch(self.loop)
         self._arm()  # the first request's deadline counts from the connection's opening
 
     def data_received(self, data: bytes) -> None:
@@ -180,19 +181,17 @@ class KaspProtocol(HttpProtocol):
         self.transport.write(answer)
         self._task.cancel()
 
-    # -- the deadline ------------------------------------------------------
+    # -- the deadline (swept by the gate: at most one sweep late) -----------
 
     def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self._gate.deadline_s, self._deadline_passed)
+        begun = self._begun
+        begun.pop(self, None)  # re-inserted: the book stays in order of beginning
+        begun[self] = self.loop.time()
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._begun.pop(self, None)
 
-    def _deadline_passed(self) -> None:
-        self._deadline = None
+    def deadline_passed(self) -> None:
         http = self._http if hasattr(self, "_http") else None
         if http is None or self._task is None or self.transport is None or self.transport.is_closing():
             return
