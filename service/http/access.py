@@ -158,7 +158,9 @@ class GuardedRouter(Router):
     (py-spy, docs/PERFORMANCE.md, Item 1). A request that matches no route (404, 405)
     reaches no handler and needs no decision."""
 
-    def add(self, uri: str, methods: Any, handler: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def add(  # type: ignore[override]  # as Sanic's own Router.add
+        self, uri: str, methods: Any, handler: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         return super().add(uri, methods, guarded(handler), *args, **kwargs)
 
 
@@ -189,6 +191,8 @@ def check(request: Request) -> HTTPResponse | None:
     (docs/PERFORMANCE.md, Issue 12). The decisions are those of `may_read`/`may_act`.
     """
     route = request.route
+    if route is None:  # no route matched (404, 405): no handler runs
+        return None
     level = route_level(route, request.method)
     if level is OPEN:
         return None

@@ -62,7 +62,7 @@ def decode_body(body: bytes) -> tuple[dict[str, Any], bool]:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            pass
+            doc = None  # not contextlib.suppress: a context manager per body costs more than decoding
     if doc is None:  # refused by orjson (or JSON `null`, which the stdlib decoder refuses just the same)
         doc = _stdlib_decode(body)
         escaped = may_hold_lone_surrogates(body)
