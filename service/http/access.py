@@ -48,6 +48,7 @@ class Access(StrEnum):
 
 OPEN, LOGIN, READ, ACT = Access.OPEN, Access.LOGIN, Access.READ, Access.ACT
 _READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_JSON = "application/json"
 
 
 class Unauthenticated(Exception):
@@ -123,8 +124,13 @@ def own_origin(request: Request) -> str:
 
 def check_same_origin(request: Request, config: Config) -> None:
     """Refuse a request that a browser marks as coming from another site's page."""
-    origin = request.headers.get("origin")
-    fetch_site = (request.headers.get("sec-fetch-site") or "").strip().lower()
+    headers = request.headers
+    # `in` first: Sanic's Header.get is ~0.2 µs a call, `in` ~0.05, and most requests
+    # (curl, servers, SDKs) carry neither header (docs/PERFORMANCE.md, Item 1).
+    if "origin" not in headers and "sec-fetch-site" not in headers:
+        return  # not a browser's cross-origin request
+    origin = headers.get("origin")
+    fetch_site = (headers.get("sec-fetch-site") or "").strip().lower()
     if origin is None and fetch_site != "cross-site":
         return  # not a browser's cross-origin request (curl, a server, a same-origin navigation)
     normalized = (origin or "").strip().rstrip("/").lower()
@@ -142,8 +148,10 @@ def _check_json_body(request: Request) -> None:
     if not request.body:
         return  # nothing to read: retry and cancel need no body and no Content-Type
     value = request.headers.get("content-type")
+    if value == _JSON:
+        return  # the usual spelling, without parsing it
     media = (value or "").split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if media == _JSON or (media.startswith("application/") and media.endswith("+json")):
         return
     got = "none" if value is None else repr(value)
     raise NotJson(f"a request body must be sent with Content-Type: application/json, got {got}")

@@ -53,30 +53,34 @@ def decode_body(body: bytes) -> tuple[dict[str, Any], bool]:
     stdlib decoder (with NaN/Infinity refused) accepts and decodes to the same values, and a
     string it returns is valid Unicode (it refuses lone surrogates and invalid UTF-8). What it
     refuses, or may decode differently (integers beyond 64 bits), goes to the stdlib decoder,
-    so what is accepted and every error message are exactly as before."""
-    if not body:
-        raise InvalidRequest("the body is empty; expected a JSON object", code="invalid_json")
-    doc: Any = None
-    escaped = False
+    so what is accepted and every error message are exactly as before
+    (tests/service/test_json_body.py compares the two)."""
     if len(body) - len(body.translate(None, _DIGITS)) < _LONG_NUMBER_DIGITS or not _LONG_NUMBER.search(body):
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            doc = None  # not contextlib.suppress: a context manager per body costs more than decoding
-    if doc is None:  # refused by orjson (or JSON `null`, which the stdlib decoder refuses just the same)
-        doc = _stdlib_decode(body)
-        escaped = may_hold_lone_surrogates(body)
+            pass  # the stdlib decoder below says why, as it always has
+        else:
+            # Nesting deeper than MAX_DEPTH needs more than MAX_DEPTH opening brackets in the
+            # text (one inside a string only adds to the count), so a body with fewer skips
+            # the depth walk (~4 µs for a one-job body; Issue 12).
+            if type(doc) is dict and body.count(b"{") + body.count(b"[") <= MAX_DEPTH:
+                return doc, False
+    return _decode_slowly(body)
+
+
+def _decode_slowly(body: bytes) -> tuple[dict[str, Any], bool]:
+    """`decode_body` for what orjson refused, may decode differently, or nests deeply."""
+    if not body:
+        raise InvalidRequest("the body is empty; expected a JSON object", code="invalid_json")
+    doc = _stdlib_decode(body)
     if not isinstance(doc, dict):
         raise InvalidRequest(f"the body must be a JSON object, got {type(doc).__name__}", code="invalid_json")
-    # Nesting deeper than MAX_DEPTH needs more than MAX_DEPTH opening brackets in the text
-    # (one inside a string only adds to the count), so a body with fewer skips the walk: for
-    # a one-job body the walk took ~4 µs, the two C-level counts ~1 µs (timeit on the shared
-    # machine, where decoding took ~11; docs/PERFORMANCE.md, Issue 12).
     if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth_exceeds(doc, MAX_DEPTH):
         raise InvalidRequest(
             f"the body nests arrays or objects more than {MAX_DEPTH} levels deep", code="invalid_json"
         )
-    return doc, escaped
+    return doc, may_hold_lone_surrogates(body)
 
 
 def _stdlib_decode(body: bytes) -> Any:
