@@ -8,13 +8,15 @@ request and response code is left out: it is the same for both sides. CPU time
 of this process per request, which other tenants of a shared machine move far
 less than a server's req/s (docs/PERFORMANCE.md, Issue 12).
 
-Usage: python bench/handler_cost.py kasp|baseline [REQUESTS]   (default 50,000)
+Usage: python bench/handler_cost.py kasp|baseline [REQUESTS] [QUEUE_SIZE]
+(defaults 50,000 and 10,000,000: the 202 path; QUEUE_SIZE=0 measures the 429 path)
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 import time
 from inspect import isawaitable
@@ -37,17 +39,18 @@ def _request(app: Any, route: Any, i: int) -> Request:
     return request
 
 
-async def measure(which: str, n: int) -> float:
+async def measure(which: str, n: int, queue_size: int) -> float:
     middleware: list[Any] = []
     if which == "baseline":
         from bench.baselines.enqueue_app import create_app
 
+        os.environ["QUEUE_SIZE"] = str(queue_size)
         app: Any = create_app()
     else:
         from service.app import create_app as create_kasp
         from service.parts import build_parts
 
-        app = create_kasp(environ={"QUEUE_SIZE": "10000000"})
+        app = create_kasp(environ={"QUEUE_SIZE": str(queue_size)})
         app.ctx.parts = await build_parts(app.ctx.config)
         middleware = list(app.request_middleware)
     app.router.finalize()
@@ -70,7 +73,9 @@ async def measure(which: str, n: int) -> float:
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "kasp"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 50_000
-    print(f"{which}: {asyncio.run(measure(which, n)):.2f} CPU µs per POST /enqueue")
+    queue_size = int(sys.argv[3]) if len(sys.argv) > 3 else 10_000_000
+    cost = asyncio.run(measure(which, n, queue_size))
+    print(f"{which}: {cost:.2f} CPU µs per POST /enqueue (QUEUE_SIZE={queue_size})")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ SWEEP_S = 1.0
 
 
 class Sheddable(Protocol):
-    def shed(self) -> None:
-        """End this connection to make room: 503 if it is mid-head, quietly if idle."""
+    def shed(self) -> bool:
+        """End this connection to make room: 503 if it is mid-head, quietly if idle; False
+        (and nothing done) if its request head is complete: it is being served."""
 
 
 class Expiring(Protocol):
@@ -50,7 +51,10 @@ class ConnectionGate:
     each request under way began.
 
     `waiting` keeps insertion order (a dict): the first key is the connection that
-    has waited longest, the one shed first at the cap. O(1) per connection event.
+    has waited longest, the one shed first at the cap. A connection enters it each time
+    it waits for a request head and leaves it only when it closes or is looked at here:
+    one whose head has since completed is then dropped from it (it enters again when it
+    next waits), which spares every request a removal. O(1) per request.
 
     The deadline: `begun` maps a connection whose request (or wait for a first one) is
     under way to the loop time it began, in that order (a connection is removed before
@@ -75,13 +79,16 @@ class ConnectionGate:
     def admit(self) -> bool:
         """Make room for one more connection; False if there is none to make."""
         if self.open >= self.cap:
-            if not self.waiting:
+            waiting = self.waiting
+            while waiting:
+                victim = next(iter(waiting))
+                del waiting[victim]
+                if victim.shed():
+                    self.evicted += 1
+                    break
+            else:
                 self.shed += 1
                 return False
-            victim = next(iter(self.waiting))
-            del self.waiting[victim]
-            self.evicted += 1
-            victim.shed()
         self.open += 1
         return True
 
