@@ -122,12 +122,17 @@ def compare(
 
 def enqueue_run(target: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
     with Server(target, env) as server:
+        cpu_before = server.cpu_seconds()
         r = run_wrk(server.url, seconds=sizes.seconds, connections=sizes.connections)
+        cpu_s = server.cpu_seconds() - cpu_before
     return {
         "requests_per_s": r.requests_per_s,
         "p50_ms": r.p50_ms,
         "p99_ms": r.p99_ms,
         "non_2xx_share": r.non_2xx / max(1, r.requests),
+        # The server's CPU per request: what req/s would be on a quiet core (1e6 / this),
+        # and far less moved by other tenants than req/s (docs/PERFORMANCE.md, Item 1).
+        "cpu_us_per_request": cpu_s * 1e6 / max(1, r.requests),
     }
 
 
@@ -160,6 +165,9 @@ def scenario_enqueue(sizes: Sizes) -> list[Row]:
                 )
             )
             rows.append(compare(name, "p99_ms", results, unit="ms"))
+        # Not a target of its own: what the req/s target asks of a quiet core, as CPU per request.
+        equivalent = "≤ 1.18x (≙ 0.85x req/s)" if path == "202" else "≤ 1.05x (≙ 0.95x req/s)"
+        rows.append(compare(name, "cpu_us_per_request", results, unit="µs", target=equivalent))
         rows.append(compare(name, "non_2xx_share", results, unit="share"))
     return rows
 
