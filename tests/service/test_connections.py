@@ -195,3 +195,18 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_a_cheap_503(
             stream.__exit__(None, None, None)
         for c in streams:
             c.close()
+
+
+def test_a_request_pipelined_behind_a_complete_one_and_never_finished_is_cut_off_at_the_deadline(
+    server: tuple[RunningServer, httpx.Client],
+) -> None:
+    running, _ = server
+    with _connect(running) as sock:
+        # One packet: a whole request, then the start of a second whose head never ends:
+        # no byte arrives after the first is answered, yet the second is under the deadline.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answer = _read_all(sock)
+        took = time.monotonic() - sock.began
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+    assert b"HTTP/1.1 408 " in answer, answer
+    assert DEADLINE_S <= took < DEADLINE_S + 2
