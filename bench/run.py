@@ -122,12 +122,17 @@ def compare(
 
 def enqueue_run(target: str, env: dict[str, str], sizes: Sizes) -> dict[str, float]:
     with Server(target, env) as server:
+        cpu_before = server.cpu_seconds()
         r = run_wrk(server.url, seconds=sizes.seconds, connections=sizes.connections)
+        cpu_s = server.cpu_seconds() - cpu_before
     return {
         "requests_per_s": r.requests_per_s,
         "p50_ms": r.p50_ms,
         "p99_ms": r.p99_ms,
         "non_2xx_share": r.non_2xx / max(1, r.requests),
+        # The server's CPU per request: what req/s would be on a quiet core (1e6 / this),
+        # and far less moved by other tenants than req/s (docs/PERFORMANCE.md, Item 1).
+        "cpu_us_per_request": cpu_s * 1e6 / max(1, r.requests),
     }
 
 
@@ -160,6 +165,9 @@ def scenario_enqueue(sizes: Sizes) -> list[Row]:
                 )
             )
             rows.append(compare(name, "p99_ms", results, unit="ms"))
+        # No target of its own: on a quiet core the req/s targets ask for a ratio of at most
+        # 1.18x (202) and 1.05x (429) here.
+        rows.append(compare(name, "cpu_us_per_request", results, unit="µs"))
         rows.append(compare(name, "non_2xx_share", results, unit="share"))
     return rows
 

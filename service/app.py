@@ -90,6 +90,7 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
 
     app = KaspSanic(
         APP_NAME,
+        router=access.GuardedRouter(),  # the one access decision for every route (service/http/access.py)
         error_handler=KaspErrorHandler(),
         log_config=_log_config(config),
         inspector_class=inspector.KaspInspector,
@@ -115,7 +116,6 @@ def create_app(*, environ: Mapping[str, str] | None = None, config: Config | Non
         drain,
     ):
         app.blueprint(module.bp)
-    app.on_request(access.check)  # the one access decision for every route (service/http/access.py)
 
     app.main_process_start(_refuse_several_processes)
     app.main_process_ready(relay_signals)

@@ -249,7 +249,8 @@ SETTINGS: tuple[Setting, ...] = (
         "10",
         parse_seconds,
         "seconds a client gets to send a whole request, head and body, from its first byte (from the "
-        "connection's opening for the first request), however steadily it trickles; then 408 and close",
+        "connection's opening for the first request), however steadily it trickles; then 408 and close "
+        "(checked once a second: up to 1 s later)",
         0.1,
         3600,
     ),

@@ -9,7 +9,6 @@ them from `store.stats()` and the pool when scraped, so they cannot drift from
 
 from __future__ import annotations
 
-import collections
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -98,8 +97,9 @@ class Metrics:
         )
         # A plain count per reason, exposed at scrape time: rejections come in floods
         # (a full queue answers 429 to every request), and prometheus-client's
-        # locked Counter.inc was 2% of such a request (docs/PERFORMANCE.md).
-        self.rejected: collections.Counter[str] = collections.Counter()
+        # locked Counter.inc was 2% of such a request (docs/PERFORMANCE.md). A dict, not
+        # a collections.Counter: `counter[k] += 1` took 0.10 µs, a dict's 0.04 (timeit; Item 1).
+        self.rejected: dict[str, int] = dict.fromkeys(REJECTION_REASONS.values(), 0)
         self.registry.register(_RejectionsCollector(self.rejected))
         self._levels = _LevelsCollector()
         self.registry.register(self._levels)

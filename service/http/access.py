@@ -4,8 +4,9 @@ A route declares its level with Sanic's route context (`ctx_access=OPEN`, ...);
 undeclared routes get the level their method implies: GET/HEAD read, anything
 else acts. So a new POST route (a new action) is protected the moment it
 exists, and only routes that must stay open (probes, metrics, docs, the
-dashboard's assets and login) say so. `check` is the single request middleware
-that enforces it:
+dashboard's assets and login) say so. `check` is the one decision that enforces
+it, made before every route's handler by `GuardedRouter` (every route is added
+through it, so no route can be added without it):
 
 - acting (ACT): a cross-site browser request (`Sec-Fetch-Site: cross-site`, or
   an `Origin` other than the service's own) is refused unless ALLOWED_ORIGINS
@@ -23,9 +24,13 @@ hmac.compare_digest, so the time taken says nothing about how much matched.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from enum import StrEnum
+from functools import wraps
+from typing import Any
 
 from sanic import HTTPResponse, Request, redirect
+from sanic.router import Router
 from sanic_routing import Route
 
 from service.config import Config
@@ -43,6 +48,7 @@ class Access(StrEnum):
 
 OPEN, LOGIN, READ, ACT = Access.OPEN, Access.LOGIN, Access.READ, Access.ACT
 _READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_JSON = "application/json"
 
 
 class Unauthenticated(Exception):
@@ -67,12 +73,6 @@ class Role(StrEnum):
     NONE = "none"
     READER = "reader"
     OPERATOR = "operator"
-
-
-def level_of(request: Request) -> Access | None:
-    """The level of the request's route; None when no route matched (404/405)."""
-    route = request.route
-    return None if route is None else route_level(route, request.method)
 
 
 def route_level(route: Route, method: str) -> Access:
@@ -124,8 +124,13 @@ def own_origin(request: Request) -> str:
 
 def check_same_origin(request: Request, config: Config) -> None:
     """Refuse a request that a browser marks as coming from another site's page."""
-    origin = request.headers.get("origin")
-    fetch_site = (request.headers.get("sec-fetch-site") or "").strip().lower()
+    headers = request.headers
+    # `in` first: Sanic's Header.get is ~0.2 µs a call, `in` ~0.05, and most requests
+    # (curl, servers, SDKs) carry neither header (docs/PERFORMANCE.md, Item 1).
+    if "origin" not in headers and "sec-fetch-site" not in headers:
+        return  # not a browser's cross-origin request
+    origin = headers.get("origin")
+    fetch_site = (headers.get("sec-fetch-site") or "").strip().lower()
     if origin is None and fetch_site != "cross-site":
         return  # not a browser's cross-origin request (curl, a server, a same-origin navigation)
     normalized = (origin or "").strip().rstrip("/").lower()
@@ -143,23 +148,61 @@ def _check_json_body(request: Request) -> None:
     if not request.body:
         return  # nothing to read: retry and cancel need no body and no Content-Type
     value = request.headers.get("content-type")
+    if value == _JSON:
+        return  # the usual spelling, without parsing it
     media = (value or "").split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if media == _JSON or (media.startswith("application/") and media.endswith("+json")):
         return
     got = "none" if value is None else repr(value)
     raise NotJson(f"a request body must be sent with Content-Type: application/json, got {got}")
 
 
+class GuardedRouter(Router):
+    """Sanic's router, adding every route with `check` made before its handler.
+
+    Not a Sanic request middleware: Sanic skips its middleware machinery for a route
+    that has none, and that machinery (`_run_request_middleware`, `Middleware.__call__`,
+    `isawaitable`) was ~1.5% of a POST /enqueue, against ~1% for the check itself
+    (py-spy, docs/PERFORMANCE.md, Item 1). A request that matches no route (404, 405)
+    reaches no handler and needs no decision."""
+
+    def add(  # type: ignore[override]  # as Sanic's own Router.add
+        self, uri: str, methods: Any, handler: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        return super().add(uri, methods, guarded(handler), *args, **kwargs)
+
+
+def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` behind `check`: a refusal (raised, or the login redirect) answers instead.
+
+    Synchronous: it returns the handler's coroutine for Sanic to await, so guarding adds a
+    call, not a coroutine. `wraps` keeps what Sanic reads off a handler (`is_stream`, the
+    signature that types path parameters)."""
+
+    @wraps(handler)
+    def guarded_handler(request: Request, *args: Any, **kwargs: Any) -> Any:
+        refusal = check(request)
+        if refusal is not None:
+            return refusal
+        return handler(request, *args, **kwargs)
+
+    return guarded_handler
+
+
 def check(request: Request) -> HTTPResponse | None:
-    """The request middleware: decide access from the route's level, before any handler runs.
+    """Decide access from the route's level, before the handler runs: None to go on, the
+    login redirect for a dashboard page, or raise the refusal.
 
     Synchronous, and a token is looked for only when one is configured: this runs on
     every request, and the coroutine plus the cookie parsing of an unconditional
     `role_of(presented_token(...))` were ~7% of a POST /enqueue in the profile
     (docs/PERFORMANCE.md, Issue 12). The decisions are those of `may_read`/`may_act`.
     """
-    level = level_of(request)
-    if level is None or level is OPEN:
+    route = request.route
+    if route is None:  # no route matched (404, 405): no handler runs
+        return None
+    level = route_level(route, request.method)
+    if level is OPEN:
         return None
     config: Config = request.app.ctx.config
     if level is LOGIN:
@@ -168,7 +211,7 @@ def check(request: Request) -> HTTPResponse | None:
     if level is READ:
         if not config.read_token or may_read(role_of(presented_token(request), config), config):
             return None
-        if request.route is not None and getattr(request.route.ctx, "page", False):  # ask for the token
+        if getattr(route.ctx, "page", False):  # ask for the token
             return redirect(f"/ui/login?next={request.path}", status=303)
         raise Unauthenticated(_missing_or_wrong(request))
     if config.api_token:

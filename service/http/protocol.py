@@ -10,7 +10,8 @@ made /healthz fail. So:
   connection's opening (first request) or the request's first byte (later ones
   on a kept-alive connection), however steadily the bytes trickle in. Past it a
   client that has sent part of a request gets 408 and is closed; one that has
-  sent nothing is closed.
+  sent nothing is closed. Enforced by a sweep (service/connections.py), so up to
+  one sweep (at most 1 s, SWEEP_S) after the deadline.
 - MAX_CONNECTIONS (kept FD_RESERVE under the file-descriptor limit, which
   is raised to its hard limit at start; service/connections.py) bounds the
   connections open at once. At the cap a new connection is admitted by closing
@@ -23,7 +24,6 @@ made /healthz fail. So:
 
 from __future__ import annotations
 
-import asyncio
 from functools import cache
 from typing import Any
 
@@ -69,7 +69,14 @@ class HeaderFieldsTooLarge(SanicException):
 
 
 class KaspHttp(Http):
-    """Sanic's HTTP/1.1 cycle, telling the protocol when a request head begins and ends."""
+    """Sanic's HTTP/1.1 cycle, telling the protocol when it waits for a request head, and
+    answering 414/431 for a head too large.
+
+    Not an override of `http1_request_header` around Sanic's: that extra coroutine per
+    request, with the head's begin/end bookkeeping in it, was ~2% of a POST /enqueue
+    (py-spy, docs/PERFORMANCE.md, Item 1). A head begins when bytes arrive while the
+    connection waits for one (`KaspProtocol.data_received`); a head is complete once
+    Sanic leaves Stage.REQUEST, which is what shedding looks at."""
 
     __slots__ = ()
     protocol: KaspProtocol
@@ -78,29 +85,27 @@ class KaspHttp(Http):
         super().init_for_request()  # type: ignore[no-untyped-call]  # Sanic leaves it untyped
         self.protocol.await_head()
 
-    async def http1_request_header(self) -> None:
-        protocol = self.protocol
-        protocol.head_begins()
-        try:
-            await super().http1_request_header()  # type: ignore[no-untyped-call]
-        except PayloadTooLarge:
-            # Sanic says 413 for a head over REQUEST_MAX_HEADER_SIZE; clients expect 414 for a
-            # request line that alone fills it, 431 for header fields (RFC 9110 §15.5.15, RFC 6585).
+    async def error_response(self, exception: Exception) -> None:
+        if self.stage is Stage.REQUEST and type(exception) is PayloadTooLarge:
+            # Sanic says 413 for a head over REQUEST_MAX_HEADER_SIZE (its only 413 while it reads
+            # a head); clients expect 414 for a request line that alone fills it, 431 for header
+            # fields (RFC 9110 §15.5.15, RFC 6585).
             self.keep_alive = False
             limit = self.HEADER_MAX_SIZE
             if self.recv_buffer.find(b"\r\n", 0, limit) == -1:
-                raise URITooLong(f"the request line is longer than the {limit}-byte head limit") from None
-            raise HeaderFieldsTooLarge(
-                f"the request line and header fields exceed the {limit}-byte head limit"
-            ) from None
-        protocol.head_complete()
+                exception = URITooLong(f"the request line is longer than the {limit}-byte head limit")
+            else:
+                exception = HeaderFieldsTooLarge(
+                    f"the request line and header fields exceed the {limit}-byte head limit"
+                )
+        await super().error_response(exception)
 
 
 class KaspProtocol(HttpProtocol):
     """HttpProtocol with kasp's request deadline and connection cap (module docstring)."""
 
     HTTP_CLASS = KaspHttp
-    __slots__ = ("_admitted", "_deadline", "_gate", "_heads", "_timeout_response")
+    __slots__ = ("_admitted", "_awaiting", "_begun", "_gate", "_heads", "_timeout_response")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -108,7 +113,8 @@ class KaspProtocol(HttpProtocol):
         self._timeout_response = timeout_response(self._gate.deadline_s)
         self._admitted = False
         self._heads = 0  # request heads begun on this connection
-        self._deadline: asyncio.TimerHandle | None = None
+        self._awaiting = False  # waiting for a request head, none of it received yet
+        self._begun = self._gate.begun  # the gate's deadline book (service/connections.py)
 
     # -- asyncio.Protocol callbacks ----------------------------------------
 
@@ -119,10 +125,13 @@ class KaspProtocol(HttpProtocol):
             return
         self._admitted = True
         super().connection_made(transport)  # type: ignore[no-untyped-call]
+        self._gate.watch(self.loop)
         self._arm()  # the first request's deadline counts from the connection's opening
 
     def data_received(self, data: bytes) -> None:
         if self._admitted:
+            if self._awaiting:
+                self.head_begins()
             super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -143,24 +152,30 @@ class KaspProtocol(HttpProtocol):
         waiting = self._gate.waiting
         waiting.pop(self, None)
         waiting[self] = None
+        if self.recv_buffer:  # already here (pipelined, or sent before the task looked)
+            self.head_begins()
+        else:
+            self._awaiting = True
 
     def head_begins(self) -> None:
+        self._awaiting = False
         self._heads += 1
         if self._heads > 1:
             self._arm()  # a later request's deadline counts from its first byte
 
-    def head_complete(self) -> None:
-        self._gate.waiting.pop(self, None)
-
-    def shed(self) -> None:
-        """Make room at the cap: a mid-head connection is told why (503), an idle one just closed."""
+    def shed(self) -> bool:
+        """Make room at the cap: a mid-head connection is told why (503), an idle one just
+        closed; False (and nothing done) for one whose request head is complete."""
         http = self._http if hasattr(self, "_http") else None
         if http is None or self._task is None:
             self.close()
         elif http.stage is Stage.REQUEST:
             self._end(SHED_RESPONSE)
-        else:
+        elif http.stage is Stage.IDLE:
             self._task.cancel()  # idle: its task ends quietly and closes the connection
+        else:
+            return False  # being served: it keeps its place
+        return True
 
     def _end(self, answer: bytes) -> None:
         """Write a canned answer and end the connection through its task.
@@ -180,19 +195,17 @@ class KaspProtocol(HttpProtocol):
         self.transport.write(answer)
         self._task.cancel()
 
-    # -- the deadline ------------------------------------------------------
+    # -- the deadline (swept by the gate: at most one sweep late) -----------
 
     def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self._gate.deadline_s, self._deadline_passed)
+        begun = self._begun
+        begun.pop(self, None)  # re-inserted: the book stays in order of beginning
+        begun[self] = self.loop.time()
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._begun.pop(self, None)
 
-    def _deadline_passed(self) -> None:
-        self._deadline = None
+    def deadline_passed(self) -> None:
         http = self._http if hasattr(self, "_http") else None
         if http is None or self._task is None or self.transport is None or self.transport.is_closing():
             return

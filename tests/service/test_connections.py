@@ -184,7 +184,7 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_a_cheap_503(
     try:
         for stream in opened:
             assert stream.__enter__().status_code == 200
-        wait_until(lambda: gate.open == 4 and not gate.waiting)
+        wait_until(lambda: gate.open == 4)  # each answered 200: every head is complete
         with _connect(running) as sock:
             answer = _read_all(sock)
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer
@@ -195,3 +195,18 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_a_cheap_503(
             stream.__exit__(None, None, None)
         for c in streams:
             c.close()
+
+
+def test_a_request_pipelined_behind_a_complete_one_and_never_finished_is_cut_off_at_the_deadline(
+    server: tuple[RunningServer, httpx.Client],
+) -> None:
+    running, _ = server
+    with _connect(running) as sock:
+        # One packet: a whole request, then the start of a second whose head never ends:
+        # no byte arrives after the first is answered, yet the second is under the deadline.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answer = _read_all(sock)
+        took = time.monotonic() - sock.began
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+    assert b"HTTP/1.1 408 " in answer, answer
+    assert DEADLINE_S <= took < DEADLINE_S + 2
