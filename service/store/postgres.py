@@ -207,6 +207,7 @@ class PostgresStore:
             retain_finished=retain_finished,
             name="kasp-pg-commits",
             on_outage=self._pool_expired,
+            pipelined=True,  # two transactions in flight: the head lock orders their writes
         )
         self.evicted_since_vacuum = 0
         self._vacuum: asyncio.Task[None] | None = None
