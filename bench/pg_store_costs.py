@@ -26,9 +26,9 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support of this checkout
 
-from kasp_burn import enqueue, process  # noqa: E402
+from kasp_burn import enqueue, process
 
-from tests.support.postgres import create_database, drop_database, dsn_for  # noqa: E402
+from tests.support.postgres import create_database, drop_database, dsn_for
 
 ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 JOBS = int(os.environ.get("BENCH_JOBS", "20000"))
