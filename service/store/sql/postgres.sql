@@ -117,13 +117,18 @@ BEGIN
 END $$;
 
 -- name: schema_5
--- Schema 5: less written per job. kasp_jobs gets a new row version, with an entry in every index, on each
+-- Schema 5: less written and sent per job. kasp_jobs gets a new row version, with an entry in every index, on each
 -- of a job's events (state is indexed, so no update is HOT); measured per 100-byte-payload job, of 2,820
 -- WAL bytes the payload copies took ~275 and the created_seq index ~207 (docs/PERFORMANCE.md, "WAL per job").
 -- So a job's payload is written once, in its enqueued event (new rows keep it NULL, older rows keep theirs),
 -- and enqueue order is read off the log: created_seq is the seq of the job's enqueued event (version 1).
 ALTER TABLE kasp_jobs ALTER COLUMN payload DROP NOT NULL;
 ALTER TABLE kasp_jobs DROP CONSTRAINT IF EXISTS kasp_jobs_created_seq_key;
+-- No notification for `started`: no other instance acts on one (service/pool.py's and service/waiters.py's
+-- remote listeners), and each cost a trigger call here and a parsed notice in every instance, a third of them.
+DROP TRIGGER kasp_events_notify ON kasp_events;
+CREATE TRIGGER kasp_events_notify AFTER INSERT ON kasp_events
+    FOR EACH ROW WHEN (NEW.type <> 'started') EXECUTE FUNCTION kasp_notify();
 
 -- name: lock_jobs
 -- Lock the rows of these jobs (the known ones) for this transaction, in id order.
