@@ -36,7 +36,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(jobs: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    jobs: int, *, env: dict[str, str] | None = None, pin: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """kasp on a free port (8 workers, 1-3 ms attempts unless `env` says otherwise), `pin`
+    (a taskset prefix) in front of it."""
     port = free_port()
     env = {
         **os.environ,
@@ -46,10 +50,11 @@ def start_service(jobs: int) -> tuple[subprocess.Popen[bytes], str]:
         "WORK_MAX_MS": "3",
         "ERROR_RATE": "0",
         "LOG_LEVEL": "WARNING",
+        **(env or {}),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sanic", "service.app:create_app", "--factory", "--single-process",
-         "-H", "127.0.0.1", "-p", str(port), "--no-motd"],
+        [*(pin or []), sys.executable, "-m", "sanic", "service.app:create_app", "--factory",
+         "--single-process", "-H", "127.0.0.1", "-p", str(port), "--no-motd"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -155,7 +155,13 @@ class _Stream:
                             return
                         sub.cursor = last_seq
                     if page.full or sub.cursor < committed:
-                        continue  # more to read now
+                        # More to read now, but after the other streams at this cursor have sent
+                        # this page: a send that does not block never yields, and one stream
+                        # running ahead alone through a backlog reads and formats it again for
+                        # each of them. With 10 dashboards behind a saturated engine that was
+                        # ~4 formats per event (bench/dashboards.py, docs/PERFORMANCE.md).
+                        await asyncio.sleep(0)
+                        continue
                     # Caught up with every commit before `wake`: a later one resolves it, and
                     # another instance's events come with the poll, as after an empty read.
                 if caught_up_at_close:

@@ -42,7 +42,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str
 
 @pytest.fixture
 def base_url(make_server: MakeServer) -> str:
-    server, client = make_server(stream_max_age=0.2, queue_size=1000, max_body_bytes=4096)
+    server, client = make_server(stream_max_age=0.05, queue_size=1000, max_body_bytes=4096)
     assert client.get("/openapi.json").json() == json.loads(json.dumps(document()))  # what is tested
     return server.url
 

@@ -43,10 +43,15 @@ def cluster_dsn(cluster: ThrowawayCluster) -> str:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs mounted for this test: room for a few thousand jobs, quick to fill."""
+    """A 16 MiB tmpfs mounted for this test: quick to fill, and room for SQLite's WAL and file.
+
+    Not smaller: the WAL is checkpointed into the file only once it holds ~4 MB
+    (wal_autocheckpoint, 1,000 pages), and the checkpoint needs room in the file for
+    the pages it copies. On a 4 MiB disk the WAL alone filled it, the checkpoint could
+    never run, and no write succeeded again after the filler was removed (half the runs)."""
     where = tmp_path / "disk"
     try:
-        mount_tmpfs(where, "4m")
+        mount_tmpfs(where, "16m")
     except MountRefused as exc:
         pytest.skip(str(exc))
     try:

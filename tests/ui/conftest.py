@@ -88,7 +88,10 @@ def fresh_pg(pg_dsn: str) -> str:
     return pg_dsn
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API runs an event loop in this thread until
+# it is stopped, and tests/docs/test_browser.py starts its own. Torn down when tests/ui ends,
+# the two never overlap, in whatever order the packages run (`pytest tests/ui tests/docs`).
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 

@@ -62,9 +62,63 @@ CREATE INDEX kasp_jobs_claim ON kasp_jobs (state, priority DESC, ready_at_ms, cr
 -- Schema 2: finished jobs, oldest finished first: what retention evicts.
 CREATE INDEX kasp_jobs_finished ON kasp_jobs (updated_at_ms) WHERE state IN ('done', 'failed', 'cancelled');
 
+-- name: schema_3_jobs
+-- Schema 3: kasp_jobs again, keyed by created_seq (the rowid: enqueue order needs no index of its own); id stays unique.
+CREATE TABLE kasp_jobs_3 (
+    id TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    max_retries INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    budget_used INTEGER NOT NULL,
+    last_error TEXT,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    next_attempt_at_ms INTEGER,
+    version INTEGER NOT NULL,
+    created_seq INTEGER PRIMARY KEY,
+    ready_at_ms INTEGER,
+    priority INTEGER NOT NULL DEFAULT 0,
+    timeout_ms INTEGER,
+    result TEXT
+);
+
+-- name: schema_3_copy
+-- Schema 3: every job row into the new table.
+INSERT INTO kasp_jobs_3 (id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms,
+                         updated_at_ms, next_attempt_at_ms, version, created_seq, ready_at_ms, priority,
+                         timeout_ms, result)
+SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+       next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
+FROM kasp_jobs;
+
+-- name: schema_3_drop
+-- Schema 3: the old table, with its five indexes.
+DROP TABLE kasp_jobs;
+
+-- name: schema_3_rename
+-- Schema 3: the new table takes the old name.
+ALTER TABLE kasp_jobs_3 RENAME TO kasp_jobs;
+
+-- name: schema_3_claim_index
+-- Schema 3: the claim order (priority DESC, ready_at, then the rowid created_seq) of queued jobs only: a job leaves it when it starts.
+CREATE INDEX kasp_jobs_claim ON kasp_jobs (priority DESC, ready_at_ms) WHERE state = 'queued';
+
+-- name: schema_3_queue_index
+-- Schema 3: queued jobs by due time (delayed counts, the next due time), queued jobs only; state last, so those counts read the index alone.
+CREATE INDEX kasp_jobs_queue ON kasp_jobs (ready_at_ms, state) WHERE state = 'queued';
+
+-- name: schema_3_state_index
+-- Schema 3: listings by state, in enqueue order (each entry ends with the rowid, created_seq).
+CREATE INDEX kasp_jobs_state ON kasp_jobs (state);
+
+-- name: schema_3_finished_index
+-- Schema 3: finished jobs, oldest finished first: what retention evicts.
+CREATE INDEX kasp_jobs_finished ON kasp_jobs (updated_at_ms) WHERE state IN ('done', 'failed', 'cancelled');
+
 -- name: probe_write
 -- A write that changes nothing but reaches the disk (the header page): tells whether the file takes writes.
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 
 -- name: log_head
 -- The cached head of the log at open: last seq and retained event count.
@@ -104,30 +158,33 @@ FROM kasp_jobs WHERE state = 'running' ORDER BY created_seq;
 -- Up to ? finished jobs, oldest finished first.
 SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
        next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
-FROM kasp_jobs WHERE state IN ('done', 'failed', 'cancelled') ORDER BY updated_at_ms LIMIT ?;
+FROM kasp_jobs INDEXED BY kasp_jobs_finished
+WHERE state IN ('done', 'failed', 'cancelled') ORDER BY updated_at_ms LIMIT ?;
 
 -- name: count_delayed
 -- Queued jobs not yet due at ? (they hold no QUEUE_SIZE place).
-SELECT count(*) FROM kasp_jobs WHERE state = 'queued' AND ready_at_ms > ?;
+SELECT count(*) FROM kasp_jobs INDEXED BY kasp_jobs_queue WHERE state = 'queued' AND ready_at_ms > ?;
 
 -- name: insert_event
--- Append one event.
-INSERT INTO kasp_events (seq, job_id, version, type, at_ms, from_state, to_state, attempt, data)
+-- Append one event (the driver repeats the row for several: sqlite.py's _insert).
+-- OR ROLLBACK: a multi-row INSERT that may abort alone keeps a statement journal (measured: twice
+-- the pwrite calls of a batch); the core decided every row, so a conflict here is a bug, and the
+-- whole batch rolling back is what happens next anyway (the core retries it request by request).
+INSERT OR ROLLBACK INTO kasp_events (seq, job_id, version, type, at_ms, from_state, to_state, attempt, data)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
--- name: upsert_job
--- Write a job's row, new or changed.
-INSERT INTO kasp_jobs (id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms,
+-- name: insert_job
+-- Write a new job's row (repeated as insert_event is; OR ROLLBACK for the same reason).
+INSERT OR ROLLBACK INTO kasp_jobs (id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms,
                        updated_at_ms, next_attempt_at_ms, version, created_seq, ready_at_ms, priority,
                        timeout_ms, result)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    payload = excluded.payload, max_retries = excluded.max_retries, state = excluded.state,
-    attempts = excluded.attempts, budget_used = excluded.budget_used, last_error = excluded.last_error,
-    created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms,
-    next_attempt_at_ms = excluded.next_attempt_at_ms, version = excluded.version,
-    created_seq = excluded.created_seq, ready_at_ms = excluded.ready_at_ms, priority = excluded.priority,
-    timeout_ms = excluded.timeout_ms, result = excluded.result;
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: update_job
+-- Write what an event after `enqueued` can change (an index is rewritten only for a column set here), by rowid.
+UPDATE kasp_jobs SET state = ?, attempts = ?, budget_used = ?, last_error = ?, updated_at_ms = ?,
+    next_attempt_at_ms = ?, version = ?, ready_at_ms = ?, result = ?
+WHERE created_seq = ?;
 
 -- name: delete_events_of
 -- Delete every event of these jobs (a JSON array of ids): retention.
@@ -139,7 +196,7 @@ DELETE FROM kasp_jobs WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: next_due
 -- When the earliest queued job is (or was) due.
-SELECT min(ready_at_ms) FROM kasp_jobs WHERE state = 'queued';
+SELECT min(ready_at_ms) FROM kasp_jobs INDEXED BY kasp_jobs_queue WHERE state = 'queued';
 
 -- name: list_jobs
 -- A page of jobs in enqueue order after a cursor.
