@@ -1,12 +1,14 @@
-"""`python bench/pg_store_costs.py [LABEL]`: CPU per job of the PostgreSQL store alone, no HTTP.
+"""`python bench/pg_store_costs.py [LABEL]`: CPU per job of kasp on PostgreSQL, no HTTP.
 
-32 tasks enqueue N jobs one by one (group commit batches them), then 8
-workers claim and record `succeeded`, each outcome sent together with the
-next claim (as service/pool.py does), until the queue is empty. Prints CPU-ms
-per job of this process and of the server backends of its database
-(pg_stat_activity, /proc), per phase: figures a loaded machine distorts far
-less than wall-clock rates. Run it from another checkout (cwd and PYTHONPATH
-there) to compare code versions side by side, alternating.
+The burn-down of `make bench-peers` (bench/peers/kasp_burn.py: build_parts with
+a PostgreSQL Config, WORKERS=32, a no-op processor), measured in figures a
+loaded machine distorts far less than wall-clock rates: BENCH_JOBS (20,000) jobs
+are enqueued through `Engine.enqueue_many`, 1,000 a call (what POST
+/enqueue/batch does), then the WorkerPool drains them. Per phase it prints
+CPU-ms per job of this process and of the server backends of its database
+(pg_stat_activity, /proc), commits per job, and the wall-clock rate. Run it from
+another checkout (cwd and PYTHONPATH there) to compare code versions side by
+side, alternating. KASP_TEST_PG names the server (default 127.0.0.1:5432).
 """
 
 from __future__ import annotations
@@ -19,20 +21,17 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import uvloop
 
-from domain import job
-from service.clock import now_ms
-from service.config import Config
-from service.store import open_store
-
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support of this checkout
+
+from kasp_burn import enqueue, process
 
 from tests.support.postgres import create_database, drop_database, dsn_for
 
 ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-JOBS = int(os.environ.get("BENCH_JOBS", "8000"))
-ENQUEUERS = 32  # concurrent HTTP requests in bench/stores.py's wrk run
-WORKERS = 8  # bench/stores.py's WORKERS
+JOBS = int(os.environ.get("BENCH_JOBS", "20000"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -48,41 +47,46 @@ async def main(label: str) -> None:
     db = f"kasp_storecost_{uuid.uuid4().hex[:8]}"
     await create_database(ADMIN_DSN, db)
     admin = await asyncpg.connect(ADMIN_DSN)
+    dsn = dsn_for(ADMIN_DSN, db)
+    seen: dict[int, float] = {}  # backend pid -> its CPU when last read (backends come and go)
 
     async def server_cpu() -> float:
         rows = await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", db)
-        return sum(cpu_s(r[0]) for r in rows)
+        for r in rows:
+            seen[r[0]] = cpu_s(r[0]) or seen.get(r[0], 0.0)
+        return sum(seen.values())
+
+    async def commits() -> int:
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        value: int = await admin.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", db)
+        return value
+
+    async def sampled(phase: asyncio.Task[dict[str, float]]) -> float:
+        """Backend CPU while the phase runs (read every 50 ms, before its connections close)."""
+        while not phase.done():
+            await server_cpu()
+            await asyncio.wait([phase], timeout=0.05)
+        return await server_cpu()
 
     try:
-        store = open_store(Config(store=dsn_for(ADMIN_DSN, db), retain_finished=10**9, lease_timeout=30))
-        await store.open()
-        pg0, own0 = await server_cpu(), time.process_time()
-
-        async def enqueue(first: int) -> None:
-            for n in range(first, JOBS, ENQUEUERS):
-                await store.enqueue(job.enqueue(f"j{n}", "p", 0, at_ms=now_ms()), capacity=10**9)
-
-        await asyncio.gather(*(enqueue(i) for i in range(ENQUEUERS)))
-        pg1, own1 = await server_cpu(), time.process_time()
-
-        async def work() -> None:
-            claimed = await store.claim_ready(at_ms=now_ms())
-            while claimed:
-                outcome = job.succeed(claimed[0], at_ms=now_ms(), duration_ms=0)
-                _, claimed = await asyncio.gather(store.append(outcome), store.claim_ready(at_ms=now_ms()))
-
-        await asyncio.gather(*(work() for _ in range(WORKERS)))
-        pg2, own2 = await server_cpu(), time.process_time()
-        await store.close()
+        figures = []
+        for name, run in (("enqueue", enqueue), ("drain", process)):
+            pg0, own0, c0, t0 = await server_cpu(), time.process_time(), await commits(), time.perf_counter()
+            task = asyncio.get_running_loop().create_task(run(dsn, JOBS))
+            pg1 = await sampled(task)
+            wall, own1 = time.perf_counter() - t0, time.process_time()
+            await asyncio.sleep(0.6)  # the stats collector's flush (PGSTAT_MIN_INTERVAL is 1 s at most)
+            c1 = await commits()
+            ms = 1000 / JOBS
+            figures.append(
+                f"{name} PostgreSQL {(pg1 - pg0) * ms:.3f} kasp {(own1 - own0) * ms:.3f} CPU-ms/job,"
+                f" {(c1 - c0) / JOBS:.3f} commits/job, {JOBS / wall:,.0f} jobs/s"
+            )
     finally:
         await admin.close()
         await drop_database(ADMIN_DSN, db)
-    ms = 1000 / JOBS
-    print(
-        f"{label}: CPU-ms per job: enqueue PostgreSQL {(pg1 - pg0) * ms:.3f} kasp {(own1 - own0) * ms:.3f}"
-        f" | drain PostgreSQL {(pg2 - pg1) * ms:.3f} kasp {(own2 - own1) * ms:.3f}"
-    )
+    print(f"{label}: " + " | ".join(figures))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else Path.cwd().name))
+    uvloop.run(main(sys.argv[1] if len(sys.argv) > 1 else Path.cwd().name))

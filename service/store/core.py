@@ -292,12 +292,15 @@ class Batch:
         return len(self.evicted)
 
 
-async def decide(tx: Transaction, ops: Sequence[Op], at_ms: int) -> tuple[Batch, list[Any]]:
+async def decide(
+    tx: Transaction, ops: Sequence[Op], at_ms: int, read: asyncio.Future[None] | None = None
+) -> tuple[Batch, list[Any]]:
     """Read what `ops` need, decide each, lock the log, number and write: ONE transaction's work.
 
     Returns the batch and one outcome per op: its result, or the exception the
     rules raised for it (nothing of that op is written). Job rows are always
-    locked before the log's head, so writers cannot deadlock.
+    locked before the log's head, so writers cannot deadlock. `read` is set once
+    the rows are read and locked (a pipelined group commit may then begin the next batch).
     """
     b = Batch(at_ms)
     ids = sorted({e.job_id for op in ops for e in op.events})
@@ -312,6 +315,8 @@ async def decide(tx: Transaction, ops: Sequence[Op], at_ms: int) -> tuple[Batch,
     recoverable = await tx.recoverable() if any(op.kind == "recover" for op in ops) else ()
     evicting = any(op.kind == "evict" for op in ops)
     evictable = await tx.evictable(EVICT_BATCH) if evicting else ()
+    if read is not None:
+        read.set_result(None)
     outcomes: list[Any] = [None] * len(ops)
 
     def attempt(i: int, fn: Callable[[], Any]) -> None:
@@ -365,7 +370,12 @@ class GroupCommit:
     """Requests queue here; one task commits them in batches, one transaction per batch.
 
     `begin()` opens a transaction (committing on a clean exit, rolling back on
-    an exception). A driver error goes through `health` here and nowhere else:
+    an exception). With `pipelined` (a store whose transactions may overlap:
+    PostgreSQL) the next batch begins as soon as the previous one has read and
+    locked its rows, so its reads and decisions run while the previous one
+    writes and commits; at most two are in flight, a batch never names a job the
+    one in flight names, the log's head orders their writes, and listeners and
+    callers hear of them in commit order. A driver error goes through `health` here and nowhere else:
     an outage fails the whole batch with `StoreUnavailable` (then `on_outage`
     runs, e.g. to drop pooled connections); any other error is a bug, logged,
     and the batch is retried request by request, so one bad request cannot
@@ -382,6 +392,7 @@ class GroupCommit:
         name: str,
         max_batch: int = MAX_BATCH,
         on_outage: Callable[[], Awaitable[None]] | None = None,
+        pipelined: bool = False,
     ) -> None:
         self._begin = begin
         self._listeners = listeners
@@ -393,6 +404,13 @@ class GroupCommit:
         self._pending: list[Op] = []
         self._flusher: asyncio.Task[None] | None = None
         self._evicting = False  #: an eviction step is queued or running
+        self._pipelined = pipelined
+        #: pipelined: the newest batch in flight (its task, the moment its rows are read, the
+        #: jobs it names) and the one before it
+        self._newest: asyncio.Task[None] | None = None
+        self._newest_read: asyncio.Future[None] | None = None
+        self._newest_ids: frozenset[str] = frozenset()
+        self._older: asyncio.Task[None] | None = None
 
     def submit(self, op: Op) -> None:
         self._pending.append(op)
@@ -408,36 +426,101 @@ class GroupCommit:
         """Let what is queued commit (bounded by CLOSE_WAIT_S)."""
         if self._flusher is not None:
             await asyncio.wait([self._flusher], timeout=CLOSE_WAIT_S)
+        running = [t for t in (self._older, self._newest) if t is not None]
+        if running:
+            await asyncio.wait(running, timeout=CLOSE_WAIT_S)
 
     async def _flush(self) -> None:
+        if not self._pipelined:
+            while self._pending:
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                await self._run(batch)
+            return
+        # Pipelined (measured, bench/batch.py on PostgreSQL: kasp was ~30% busy and its backend
+        # less, each waiting for the other one batch at a time; docs/PERFORMANCE.md).
+        loop = asyncio.get_running_loop()
         while self._pending:
+            if self._older is not None and not self._older.done():
+                await asyncio.wait([self._older])
+            newest, newest_read = self._newest, self._newest_read
+            if newest is not None and newest_read is not None and not newest.done():
+                await asyncio.wait([newest, newest_read], return_when=asyncio.FIRST_COMPLETED)
+            busy = self._newest_ids if newest is not None and not newest.done() else frozenset()
+            batch = self._take(busy)
+            if not batch:  # every queued request names a job the batch in flight changes
+                assert newest is not None
+                await asyncio.wait([newest])
+                continue
+            read: asyncio.Future[None] = loop.create_future()
+            task = loop.create_task(self._run(batch, after=newest, read=read), name=self._name)
+            self._older, self._newest, self._newest_read = newest, task, read
+            self._newest_ids = frozenset(e.job_id for op in batch for e in op.events)
+
+    def _take(self, busy: frozenset[str]) -> list[Op]:
+        """The next batch: queued requests in order, up to max_batch, leaving for later any that
+        names a job in `busy` (so two batches in flight never create or change the same job)."""
+        if not busy:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            return batch
+        batch, later = [], []
+        for op in self._pending:
+            if len(batch) < self._max_batch and not any(e.job_id in busy for e in op.events):
+                batch.append(op)
+            else:
+                later.append(op)
+        self._pending = later
+        return batch
+
+    async def _run(
+        self,
+        batch: list[Op],
+        *,
+        after: asyncio.Task[None] | None = None,
+        read: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Commit one batch; on a failure that is not an outage, each request alone."""
+        try:
             try:
-                await self._commit(batch)
+                await self._commit(batch, after=after, read=read)
             except Exception as exc:
                 error = self._health.failed(exc)
                 if isinstance(error, StoreUnavailable):  # nothing of it committed; logged once per outage
                     if self._on_outage is not None:
                         await self._on_outage()
                     _fail(batch, error)
-                    continue
+                    return
                 log.error("a store commit failed", exc_info=exc, extra={"action": "store_commit_error"})
+                if after is not None:
+                    await asyncio.wait([after])  # its neighbours, alone, after the batch before it
                 if len(batch) == 1:
                     _fail(batch, exc)
-                    continue
+                    return
                 for op in batch:  # one bad request must not fail its neighbours: try each alone
                     try:
                         await self._commit([op])
                     except Exception as alone:
                         _fail([op], self._health.failed(alone))
+        finally:
+            if read is not None and not read.done():
+                read.set_result(None)  # failed before its reads: the next batch need not wait
 
-    async def _commit(self, ops: list[Op]) -> None:
+    async def _commit(
+        self,
+        ops: list[Op],
+        *,
+        after: asyncio.Task[None] | None = None,
+        read: asyncio.Future[None] | None = None,
+    ) -> None:
         try:
             async with self._begin() as tx:
-                b, outcomes = await decide(tx, ops, _judged_at(ops))
+                b, outcomes = await decide(tx, ops, _judged_at(ops), read)
         finally:
             if any(op.kind == "evict" for op in ops):
                 self._evicting = False
+        if after is not None:
+            # The batch before this one committed first (its head lock held this one's write
+            # back); its listeners and callers hear of it first too.
+            await asyncio.wait([after])
         self._health.succeeded()  # the commit reached the store: an outage, if any, is over
         # Committed: listeners first (in seq order), then the callers.
         self._listeners.deliver_all(b.events)

@@ -9,6 +9,11 @@ Free text (a payload, an error) may hold U+0000, which JSON allows and
 PostgreSQL's `text` cannot store: a driver whose text type refuses NUL keeps
 those columns as JSON string literals (`Rows(json_text=True)`); event data is
 JSON already, and JSON escapes NUL.
+
+A driver may keep the payload in the job's `enqueued` event only (PostgreSQL,
+schema 5: every row version of a job would copy it again); its rows then carry
+`state_row` (no payload) and its reads return that event's data in the payload
+column, which `Rows(json_text=True)` reads the payload out of.
 """
 
 from __future__ import annotations
@@ -52,12 +57,19 @@ def _same(text: str) -> str:
     return text
 
 
+def _payload_of(text: str) -> str:
+    """A payload stored as a JSON string literal, or read out of its enqueued event's data."""
+    value = json.loads(text)
+    return value["payload"] if isinstance(value, dict) else value  # type: ignore[no-any-return]
+
+
 class Rows:
     """Row conversion for one driver; `json_text` stores free text as JSON string literals."""
 
     def __init__(self, *, json_text: bool) -> None:
         self._encode: Callable[[str], str] = _dumps if json_text else _same
         self._decode: Callable[[str], str] = json.loads if json_text else _same
+        self._payload: Callable[[str], str] = _payload_of if json_text else _same
 
     def view_row(self, view: JobView) -> tuple[Any, ...]:
         encode = self._encode
@@ -80,6 +92,28 @@ class Rows:
             _dumps(view.result) if view.result is not None else None,  # JSON: NUL is escaped
         )
 
+    def state_row(self, view: JobView) -> tuple[Any, ...]:
+        """`view_row` without the payload (JOB_COLUMNS but "payload"): for a driver that keeps
+        the payload in the job's enqueued event only."""
+        encode = self._encode
+        return (
+            view.id,
+            view.max_retries,
+            view.state.value,
+            view.attempts,
+            view.budget_used,
+            encode(view.last_error) if view.last_error is not None else None,
+            view.created_at_ms,
+            view.updated_at_ms,
+            view.next_attempt_at_ms,
+            view.version,
+            view.created_seq,
+            ready_at_ms(view),
+            view.priority,
+            view.timeout_ms,
+            _dumps(view.result) if view.result is not None else None,
+        )
+
     def views_from_rows(self, rows: Sequence[Sequence[Any]]) -> list[JobView]:
         return [self.view_from_row(r) for r in rows]
 
@@ -87,7 +121,7 @@ class Rows:
         decode = self._decode
         return JobView(
             id=row[0],
-            payload=decode(row[1]),
+            payload=self._payload(row[1]),
             max_retries=row[2],
             state=_STATE[row[3]],
             attempts=row[4],

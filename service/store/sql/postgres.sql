@@ -1,6 +1,9 @@
 -- Every statement of the PostgreSQL driver (service/store/postgres.py), by name; `$n` parameters.
 -- kasp_jobs columns are listed in service/store/rows.py's JOB_COLUMNS order. Times measured on
 -- the database's clock are `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`.
+-- A job's payload (schema 5) lives in its `enqueued` event (version 1) only: every read of a job row
+-- takes `coalesce(payload, <that event's data>)`, one probe of kasp_events_job_id_version_key, and
+-- rows.Rows reads the payload out of either (a JSON string literal, or the event's JSON object).
 
 -- name: schema_lock
 -- Serialise schema upgrades of instances starting together (advisory lock "kasp").
@@ -113,15 +116,31 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- name: schema_5
+-- Schema 5: less written and sent per job. kasp_jobs gets a new row version, with an entry in every index, on each
+-- of a job's events (state is indexed, so no update is HOT); measured per 100-byte-payload job, of 2,820
+-- WAL bytes the payload copies took ~275 and the created_seq index ~207 (docs/PERFORMANCE.md, "WAL per job").
+-- So a job's payload is written once, in its enqueued event (new rows keep it NULL, older rows keep theirs),
+-- and enqueue order is read off the log: created_seq is the seq of the job's enqueued event (version 1).
+ALTER TABLE kasp_jobs ALTER COLUMN payload DROP NOT NULL;
+ALTER TABLE kasp_jobs DROP CONSTRAINT IF EXISTS kasp_jobs_created_seq_key;
+-- No notification for `started`: no other instance acts on one (service/pool.py's and service/waiters.py's
+-- remote listeners), and each cost a trigger call here and a parsed notice in every instance, a third of them.
+DROP TRIGGER kasp_events_notify ON kasp_events;
+CREATE TRIGGER kasp_events_notify AFTER INSERT ON kasp_events
+    FOR EACH ROW WHEN (NEW.type <> 'started') EXECUTE FUNCTION kasp_notify();
+
 -- name: lock_jobs
 -- Lock the rows of these jobs (the known ones) for this transaction, in id order.
-SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+SELECT id, coalesce(payload, (SELECT data FROM kasp_events WHERE job_id = kasp_jobs.id AND version = 1)),
+       max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
        next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
 FROM kasp_jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE;
 
 -- name: claimable
 -- Lock up to $2 jobs ready at $1 in claim order, skipping rows another transaction holds.
-SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+SELECT id, coalesce(payload, (SELECT data FROM kasp_events WHERE job_id = kasp_jobs.id AND version = 1)),
+       max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
        next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
 FROM kasp_jobs
 WHERE state = 'queued' AND ready_at_ms <= $1
@@ -131,11 +150,13 @@ LIMIT $2 FOR UPDATE SKIP LOCKED;
 -- name: lock_jobs_and_claimable
 -- Both reads of a batch in one round trip: lock these jobs ($1, in id order; first column true), then up to $3 jobs ready at $2 in claim order, skipping held rows (false).
 WITH named AS (
-    SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+    SELECT id, coalesce(payload, (SELECT data FROM kasp_events WHERE job_id = kasp_jobs.id AND version = 1)),
+           max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
            next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
     FROM kasp_jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 ), ready AS (
-    SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+    SELECT id, coalesce(payload, (SELECT data FROM kasp_events WHERE job_id = kasp_jobs.id AND version = 1)),
+           max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
            next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
     FROM kasp_jobs
     WHERE state = 'queued' AND ready_at_ms <= $2
@@ -148,7 +169,8 @@ SELECT false, * FROM ready;
 
 -- name: expired
 -- Lock up to $1 running attempts whose lease ran out (the database's clock), skipping held rows.
-SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+SELECT id, coalesce(payload, (SELECT data FROM kasp_events WHERE job_id = kasp_jobs.id AND version = 1)),
+       max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
        next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
 FROM kasp_jobs
 WHERE state = 'running' AND lease_expires_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint
@@ -162,7 +184,8 @@ LIMIT 1;
 
 -- name: evictable
 -- Lock up to $1 finished jobs, oldest finished first, skipping held rows.
-SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+SELECT id, coalesce(payload, (SELECT data FROM kasp_events WHERE job_id = kasp_jobs.id AND version = 1)),
+       max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
        next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
 FROM kasp_jobs WHERE state IN ('done', 'failed', 'cancelled')
 ORDER BY updated_at_ms LIMIT $1 FOR UPDATE SKIP LOCKED;
@@ -178,16 +201,18 @@ SELECT last_seq, queued, done + failed + cancelled,
 FROM kasp_log FOR UPDATE;
 
 -- name: write_batch
--- A batch's whole write in one round trip, numbering its events from the log's head, which it locks (or already holds): events without seq ($1..$8), new jobs ($9..$24, all queued: no lease), changed jobs with lease owners ($25..$41), lease ms ($42), events ($43), jobs by state changes ($44..$48). Returns (the last seq before these events, finished jobs before them).
+-- A batch's whole write in one round trip, numbering its events from the log's head, which it locks (or already holds): events without seq ($1..$8), new jobs without payload ($9..$23, all queued: no lease), changed jobs without payload, with lease owners ($24..$39), lease ms ($40), events ($41), jobs by state changes ($42..$46). Returns (the last seq before these events, finished jobs before them).
 -- Job rows are already locked by the batch's reads, so only the head can wait, and it is the last lock a writer takes.
 -- Changed jobs are upserted as whole rows: measured (bench/pg_costs.py), an UPDATE ... FROM unnest of
 -- only the changed columns cost PostgreSQL ~50% more CPU per job than ON CONFLICT on the primary key.
+-- No payload is written (NULL): it is in the job's enqueued event, and every row version of a job
+-- would otherwise copy it again (schema 5: ~310 of 2,820 WAL bytes per job, docs/PERFORMANCE.md).
 WITH head AS (
-    UPDATE kasp_log SET last_seq = last_seq + $43::bigint, event_count = event_count + $43::bigint,
-        queued = queued + $44::bigint, running = running + $45::bigint, done = done + $46::bigint,
-        failed = failed + $47::bigint, cancelled = cancelled + $48::bigint
-    RETURNING last_seq - $43::bigint AS base,
-        done + failed + cancelled - ($46::bigint + $47::bigint + $48::bigint) AS finished
+    UPDATE kasp_log SET last_seq = last_seq + $41::bigint, event_count = event_count + $41::bigint,
+        queued = queued + $42::bigint, running = running + $43::bigint, done = done + $44::bigint,
+        failed = failed + $45::bigint, cancelled = cancelled + $46::bigint
+    RETURNING last_seq - $41::bigint AS base,
+        done + failed + cancelled - ($44::bigint + $45::bigint + $46::bigint) AS finished
 ), e AS (
     INSERT INTO kasp_events (seq, job_id, version, type, at_ms, from_state, to_state, attempt, data)
     SELECT head.base + u.n, u.job_id, u.version, u.type, u.at_ms, u.from_state, u.to_state, u.attempt, u.data
@@ -195,22 +220,22 @@ WITH head AS (
                       $7::integer[], $8::text[]) WITH ORDINALITY
         AS u(job_id, version, type, at_ms, from_state, to_state, attempt, data, n)
 ), created AS (
-    INSERT INTO kasp_jobs (id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms,
+    INSERT INTO kasp_jobs (id, max_retries, state, attempts, budget_used, last_error, created_at_ms,
                            updated_at_ms, next_attempt_at_ms, version, created_seq, ready_at_ms, priority,
                            timeout_ms, result)
-    SELECT * FROM unnest($9::text[], $10::text[], $11::integer[], $12::text[], $13::integer[], $14::integer[],
-                         $15::text[], $16::bigint[], $17::bigint[], $18::bigint[], $19::integer[],
-                         $20::bigint[], $21::bigint[], $22::integer[], $23::bigint[], $24::text[])
+    SELECT * FROM unnest($9::text[], $10::integer[], $11::text[], $12::integer[], $13::integer[],
+                         $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::integer[],
+                         $19::bigint[], $20::bigint[], $21::integer[], $22::bigint[], $23::text[])
 ), changed AS (
-    INSERT INTO kasp_jobs (id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms,
+    INSERT INTO kasp_jobs (id, max_retries, state, attempts, budget_used, last_error, created_at_ms,
                            updated_at_ms, next_attempt_at_ms, version, created_seq, ready_at_ms, priority,
                            timeout_ms, result, lease_owner, lease_expires_ms)
     SELECT u.*, CASE WHEN u.lease_owner IS NULL THEN NULL
-                     ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $42::bigint END
-    FROM unnest($25::text[], $26::text[], $27::integer[], $28::text[], $29::integer[], $30::integer[],
-                $31::text[], $32::bigint[], $33::bigint[], $34::bigint[], $35::integer[], $36::bigint[],
-                $37::bigint[], $38::integer[], $39::bigint[], $40::text[], $41::text[])
-        AS u(id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+                     ELSE (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $40::bigint END
+    FROM unnest($24::text[], $25::integer[], $26::text[], $27::integer[], $28::integer[],
+                $29::text[], $30::bigint[], $31::bigint[], $32::bigint[], $33::integer[], $34::bigint[],
+                $35::bigint[], $36::integer[], $37::bigint[], $38::text[], $39::text[])
+        AS u(id, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
              next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result, lease_owner)
     ON CONFLICT (id) DO UPDATE SET
         state = EXCLUDED.state, attempts = EXCLUDED.attempts, budget_used = EXCLUDED.budget_used,
@@ -246,19 +271,24 @@ SELECT min(ready_at_ms) FROM kasp_jobs WHERE state = 'queued';
 
 -- name: job_by_id
 -- One job's row.
-SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+SELECT id, coalesce(payload, (SELECT data FROM kasp_events WHERE job_id = kasp_jobs.id AND version = 1)),
+       max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
        next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
 FROM kasp_jobs WHERE id = $1;
 
 -- name: list_jobs
--- A page of jobs in enqueue order after a cursor ($1), at most $2.
-SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
-       next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
-FROM kasp_jobs WHERE created_seq > $1 ORDER BY created_seq LIMIT $2;
+-- A page of jobs in enqueue order after a cursor ($1), at most $2: their enqueued events (version 1) in seq
+-- order, which is created_seq order (schema 5 has no created_seq index), each joined to its row.
+SELECT j.id, coalesce(j.payload, e.data), j.max_retries, j.state, j.attempts, j.budget_used, j.last_error,
+       j.created_at_ms, j.updated_at_ms, j.next_attempt_at_ms, j.version, j.created_seq, j.ready_at_ms,
+       j.priority, j.timeout_ms, j.result
+FROM kasp_events e JOIN kasp_jobs j ON j.id = e.job_id
+WHERE e.seq > $1 AND e.version = 1 ORDER BY e.seq LIMIT $2;
 
 -- name: list_jobs_in_state
 -- A page of jobs in one state ($3) in enqueue order after a cursor ($1), at most $2.
-SELECT id, payload, max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
+SELECT id, coalesce(payload, (SELECT data FROM kasp_events WHERE job_id = kasp_jobs.id AND version = 1)),
+       max_retries, state, attempts, budget_used, last_error, created_at_ms, updated_at_ms,
        next_attempt_at_ms, version, created_seq, ready_at_ms, priority, timeout_ms, result
 FROM kasp_jobs WHERE state = $3 AND created_seq > $1 ORDER BY created_seq LIMIT $2;
 
