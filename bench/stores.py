@@ -22,7 +22,8 @@ processes >= 1.6x the jobs/s of one. Issue 12: >= 8,000 jobs/s end to end with
 one PostgreSQL instance through /enqueue/batch, >= 1.6x that with two. The
 machine is shared and noisy: compare rows of one run, not runs. Needs wrk
 (apt-get install wrk) and PostgreSQL on 127.0.0.1:5432 (.ci/start-postgres).
-Usage: python bench/stores.py
+Usage: python bench/stores.py. BENCH_STORES_ONLY=batch prints only issue 12's rows;
+BENCH_STORES_ROOT=DIR runs the service from another checkout (A/B, alternating).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 WORKERS = os.environ.get("BENCH_WORKERS", "8")
 PG_ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BATCH_WORKERS = os.environ.get("BENCH_BATCH_WORKERS", "32")
+ONLY = os.environ.get("BENCH_STORES_ONLY", "")  # "batch": only the /enqueue/batch rows
+SERVICE_ROOT = Path(os.environ.get("BENCH_STORES_ROOT", ROOT))  # the checkout whose service runs
 BATCH_CONNECTIONS = 8  # as bench/batch.py: enough to keep one batch in commit while the next is parsed
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -122,7 +125,7 @@ def start_service(store: str, processes: int, workers: str = WORKERS) -> tuple[s
     proc = subprocess.Popen(
         [*cmd, "-H", "127.0.0.1", "-p", str(port), "--no-motd"],
         env=env,
-        cwd=ROOT,
+        cwd=SERVICE_ROOT,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -272,11 +275,12 @@ def main() -> None:
         lua.write_text(LUA)
         batch_lua = Path(tmp) / "batch.lua"
         batch_lua.write_text(BATCH_LUA)
-        results.append(measure("memory", "memory", 1, lua))
-        results.append(measure("sqlite", f"sqlite:///{tmp}/kasp.db", 1, lua))
-        for processes in (1, 2):
+        for processes in () if ONLY == "batch" else (1, 2):
             name = f"kasp_bench_{uuid.uuid4().hex[:8]}"
             asyncio.run(create_database(PG_ADMIN_DSN, name))
+            if processes == 1:
+                results.append(measure("memory", "memory", 1, lua))
+                results.append(measure("sqlite", f"sqlite:///{tmp}/kasp.db", 1, lua))
             try:
                 label = f"postgresql x{processes}"
                 results.append(measure(label, dsn_for(PG_ADMIN_DSN, name), processes, lua))
@@ -290,6 +294,12 @@ def main() -> None:
             finally:
                 asyncio.run(drop_database(PG_ADMIN_DSN, name))
 
+    if results:
+        print_enqueue_rows(results)
+    print_batch_rows(batched)
+
+
+def print_enqueue_rows(results: list[Result]) -> None:
     print(f"\nkasp stores, no-op processor, WORKERS={WORKERS}, wrk -t1 -c{CONNECTIONS} -d{SECONDS:g}s")
     print(f"{'store':<16}{'enqueue req/s':>15}{'jobs/s':>10}{'accepted':>10}{'non-2xx':>9}")
     for r in results:
@@ -299,6 +309,9 @@ def main() -> None:
     pg_ratio = by_name["postgresql x2"].jobs_per_s / by_name["postgresql x1"].jobs_per_s
     print(f"\nSQLite enqueue / memory enqueue: {sqlite_ratio:.2f} (target >= 0.33)")
     print(f"PostgreSQL jobs/s, 2 processes / 1: {pg_ratio:.2f} (target >= 1.6)")
+
+
+def print_batch_rows(batched: list[BatchResult]) -> None:
 
     print(
         f"\nPostgreSQL end to end, /enqueue/batch of 100 (wrk -t1 -c{BATCH_CONNECTIONS} -d{SECONDS:g}s), "
