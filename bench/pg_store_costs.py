@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import uvloop
@@ -33,6 +34,41 @@ from tests.support.postgres import create_database, drop_database, dsn_for
 ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 JOBS = int(os.environ.get("BENCH_JOBS", "20000"))
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BatchSizes:
+    """Counts the group commit's batches and their requests by kind (GroupCommit._take wrapped):
+    how many requests share a commit, the figure a latency-bound pool moves."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        from service.store.core import GroupCommit
+
+        self.batches = 0
+        self.overlapped = 0  # batches begun while the one before was still in flight ("overlapped")
+        self.kinds: Counter[str] = Counter()
+        take = GroupCommit._take
+
+        def counted(commit: GroupCommit, busy: frozenset[str]) -> list[Any]:
+            batch = take(commit, busy)
+            if batch:
+                self.batches += 1
+                newest = commit._newest
+                self.overlapped += newest is not None and not newest.done()
+                self.kinds.update(op.kind for op in batch)
+            return batch
+
+        GroupCommit._take = counted  # type: ignore[method-assign]
+
+    def since(self, before: tuple[int, int, dict[str, int]]) -> str:
+        batches, overlapped = self.batches - before[0], self.overlapped - before[1]
+        kinds = {k: n - before[2].get(k, 0) for k, n in self.kinds.items()}
+        per = ", ".join(f"{k} {n / max(batches, 1):.1f}" for k, n in sorted(kinds.items()) if n)
+        return f"{batches} batches ({per} a batch; {overlapped / max(batches, 1):.0%} overlapped)"
+
+    def mark(self) -> tuple[int, int, dict[str, int]]:
+        return self.batches, self.overlapped, dict(self.kinds)
 
 
 def cpu_s(pid: int) -> float:
@@ -68,9 +104,11 @@ async def main(label: str) -> None:
             await asyncio.wait([phase], timeout=0.05)
         return await server_cpu()
 
+    sizes = BatchSizes()
     try:
         figures = []
         for name, run in (("enqueue", enqueue), ("drain", process)):
+            mark = sizes.mark()
             pg0, own0, c0, t0 = await server_cpu(), time.process_time(), await commits(), time.perf_counter()
             task = asyncio.get_running_loop().create_task(run(dsn, JOBS))
             pg1 = await sampled(task)
@@ -80,7 +118,7 @@ async def main(label: str) -> None:
             ms = 1000 / JOBS
             figures.append(
                 f"{name} PostgreSQL {(pg1 - pg0) * ms:.3f} kasp {(own1 - own0) * ms:.3f} CPU-ms/job,"
-                f" {(c1 - c0) / JOBS:.3f} commits/job, {JOBS / wall:,.0f} jobs/s"
+                f" {(c1 - c0) / JOBS:.3f} commits/job, {JOBS / wall:,.0f} jobs/s, {sizes.since(mark)}"
             )
     finally:
         await admin.close()
