@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 
 class KaspError(Exception):
     """Base of every error kasp's domain raises on purpose."""
@@ -47,8 +49,19 @@ class QueueFull(KaspError):
     """QUEUE_SIZE jobs are admitted and not yet started."""
 
     def __init__(self, capacity: int) -> None:
+        # The message is made when asked for (`str`), once per capacity: a full queue
+        # raises this in floods, and formatting it on every raise was ~0.3 µs of a 429
+        # that is answered from a cached rendering anyway (docs/PERFORMANCE.md, Issue 12).
+        super().__init__(capacity)
         self.capacity = capacity
-        super().__init__(f"the queue holds {capacity} jobs not yet started (QUEUE_SIZE)")
+
+    def __str__(self) -> str:
+        return _queue_full_message(self.capacity)
+
+
+@cache
+def _queue_full_message(capacity: int) -> str:
+    return f"the queue holds {capacity} jobs not yet started (QUEUE_SIZE)"
 
 
 class InvalidResult(KaspError):
