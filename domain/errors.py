@@ -49,14 +49,11 @@ class QueueFull(KaspError):
     """QUEUE_SIZE jobs are admitted and not yet started."""
 
     def __init__(self, capacity: int) -> None:
-        # The message is made when asked for (`str`), once per capacity: a full queue
-        # raises this in floods, and formatting it on every raise was ~0.3 µs of a 429
-        # that is answered from a cached rendering anyway (docs/PERFORMANCE.md, Issue 12).
-        super().__init__(capacity)
+        # The message is formatted once per capacity, not on every raise: a full queue
+        # raises this in floods (handler_cost.py's 429 path, with the engine's early
+        # refusal: 5.7 -> 4.8 µs per request; docs/PERFORMANCE.md, Item 1).
+        super().__init__(_queue_full_message(capacity))
         self.capacity = capacity
-
-    def __str__(self) -> str:
-        return _queue_full_message(self.capacity)
 
 
 @cache
