@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 
 class KaspError(Exception):
     """Base of every error kasp's domain raises on purpose."""
@@ -47,8 +49,16 @@ class QueueFull(KaspError):
     """QUEUE_SIZE jobs are admitted and not yet started."""
 
     def __init__(self, capacity: int) -> None:
+        # The message is formatted once per capacity, not on every raise: a full queue
+        # raises this in floods (handler_cost.py's 429 path, with the engine's early
+        # refusal: 5.7 -> 4.8 µs per request; docs/PERFORMANCE.md, Item 1).
+        super().__init__(_queue_full_message(capacity))
         self.capacity = capacity
-        super().__init__(f"the queue holds {capacity} jobs not yet started (QUEUE_SIZE)")
+
+
+@cache
+def _queue_full_message(capacity: int) -> str:
+    return f"the queue holds {capacity} jobs not yet started (QUEUE_SIZE)"
 
 
 class InvalidResult(KaspError):

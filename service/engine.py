@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from domain import job
-from domain.errors import JobConflict, KaspError, UnknownJob, VersionConflict
+from domain.errors import JobConflict, KaspError, QueueFull, UnknownJob, VersionConflict
 from domain.events import Event
 from domain.projection import JobView
 from domain.states import JobState
@@ -45,6 +45,10 @@ class Engine:
         """(view, True) for a new job; (view, False) for an identical re-send; raises JobConflict."""
         if not self.accepting:
             raise Draining()
+        if self._store.certainly_full(request.id, self._capacity):
+            # Before the clock is read and the event built: a full queue answers floods of
+            # these, and the store's own decision would cost a coroutine and an event more.
+            raise QueueFull(self._capacity)
         event = _enqueued(request, at_ms=self._clock())
         view, created = await self._store.enqueue(event, capacity=self._capacity)
         if not created and not same_request(view, event):

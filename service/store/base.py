@@ -63,6 +63,11 @@ class EventStore(Protocol):
 
         A listener that raises is logged; the commit stands and every caller gets its answer."""
 
+    def certainly_full(self, job_id: str, capacity: int) -> bool:
+        """True only if `enqueue` of a new `job_id` would now certainly raise QueueFull:
+        a short-cut the engine takes before building the event. False when unsure
+        (the SQL stores always say False: their decision stays in the commit)."""
+
     async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
         """Record an `enqueued` event unless the id is known.
 

@@ -79,9 +79,16 @@ def admit(known: JobView | None, ready: int, capacity: int) -> bool:
     """True: create the job. False: the id is known (a re-send). QueueFull: no place is free."""
     if known is not None:
         return False
-    if ready >= capacity:
+    if refused(False, ready, capacity):
         raise QueueFull(capacity)
     return True
+
+
+def refused(known: bool, ready: int, capacity: int) -> bool:
+    """Whether `admit` raises QueueFull for a job whose id is `known` (or not) with `ready`
+    jobs ready: the one statement of the rule, asked early by a store that can answer
+    from its counters (MemoryStore.certainly_full) and by `admit` at commit."""
+    return not known and ready >= capacity
 
 
 def same_request(view: JobView, event: Event) -> bool:

@@ -46,7 +46,7 @@ from domain.projection import JobView, apply
 from domain.states import FINISHED_STATES, EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, StoreStats
-from service.store.core import Listeners, admit, next_of
+from service.store.core import Listeners, admit, next_of, refused
 from service.store.faults import StoreHealth
 
 LIST_SCAN_LIMIT = 10_000  # log entries one /jobs page may examine: bounds a page to ~ms
@@ -204,6 +204,11 @@ class MemoryStore:
         self._listeners.add(listener)
 
     # -- writing -----------------------------------------------------------
+
+    def certainly_full(self, job_id: str, capacity: int) -> bool:
+        # Exact, not a guess: `_enqueue` asks `admit` the same rule with at least as many
+        # ready jobs (promoting due ones only adds), and nothing runs in between.
+        return refused(job_id in self._jobs, len(self._ready_version), capacity)
 
     async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
         return self._enqueue(event, capacity)

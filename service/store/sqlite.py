@@ -331,6 +331,9 @@ class SqliteStore:
 
     # -- writing -----------------------------------------------------------
 
+    def certainly_full(self, job_id: str, capacity: int) -> bool:
+        return False  # admission is decided in the commit, against the database's counts
+
     async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
         (outcome,) = await self.enqueue_many([event], capacity=capacity)
         if isinstance(outcome, BaseException):
