@@ -544,6 +544,38 @@ class GroupCommit:
             self.submit(Op("evict", None, capacity=self._retain))
 
 
+class GroupCommitWrites:
+    """The write side of a store whose every write is a request to its group commit
+    (SQLite, PostgreSQL): written once here, so the drivers keep only their own reads."""
+
+    _commits: GroupCommit
+
+    def certainly_full(self, job_id: str, capacity: int) -> bool:
+        return False  # admission is decided in the commit, against the database's counts
+
+    async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
+        (outcome,) = await self.enqueue_many([event], capacity=capacity)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def enqueue_many(
+        self, events: Sequence[Event], *, capacity: int
+    ) -> list[tuple[JobView, bool] | BaseException]:
+        result: list[tuple[JobView, bool] | BaseException] = await self._commits.request(
+            "enqueue", events=events, capacity=capacity
+        )
+        return result
+
+    async def append(self, event: Event) -> JobView:
+        view: JobView = await self._commits.request("append", events=(event,))
+        return view
+
+    async def claim_ready(self, *, at_ms: int, limit: int = 1) -> list[JobView]:
+        claimed: list[JobView] = await self._commits.request("claim", at_ms=at_ms, limit=limit)
+        return claimed
+
+
 def _judged_at(ops: Sequence[Op]) -> int:
     """The time a batch judges readiness at: its requests' own (as a store that commits each
     request alone would), else the clock's."""

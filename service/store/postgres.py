@@ -78,7 +78,7 @@ from domain.projection import JobView
 from domain.states import EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, RemoteListener, StoreStats
-from service.store.core import Batch, GroupCommit, Listeners
+from service.store.core import Batch, GroupCommit, GroupCommitWrites, Listeners
 from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
 from service.store.queries import Queries
 from service.store.rows import EVENT_COLUMNS, JOB_COLUMNS, Rows, event_from_row, event_row
@@ -183,7 +183,7 @@ class _Tx:
         return last_seq, finished
 
 
-class PostgresStore:
+class PostgresStore(GroupCommitWrites):
     poll_interval_s: float | None = POLL_INTERVAL_S
     #: concurrent writes share one commit, so a claim sent with an outcome costs no extra commit
     batches_commits = True
@@ -327,31 +327,6 @@ class PostgresStore:
             log.exception("VACUUM after eviction failed", extra={"action": "store_vacuum_error"})
 
     # -- writing -----------------------------------------------------------
-
-    def certainly_full(self, job_id: str, capacity: int) -> bool:
-        return False  # admission is decided in the commit, against the database's counts
-
-    async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
-        (outcome,) = await self.enqueue_many([event], capacity=capacity)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    async def enqueue_many(
-        self, events: Sequence[Event], *, capacity: int
-    ) -> list[tuple[JobView, bool] | BaseException]:
-        result: list[tuple[JobView, bool] | BaseException] = await self._commits.request(
-            "enqueue", events=events, capacity=capacity
-        )
-        return result
-
-    async def append(self, event: Event) -> JobView:
-        view: JobView = await self._commits.request("append", events=(event,))
-        return view
-
-    async def claim_ready(self, *, at_ms: int, limit: int = 1) -> list[JobView]:
-        claimed: list[JobView] = await self._commits.request("claim", at_ms=at_ms, limit=limit)
-        return claimed
 
     async def renew_leases(self, job_ids: Collection[str]) -> int:
         status = await self.pool.execute(Q.renew_leases, list(job_ids), self.instance_id, self.lease_ms)

@@ -95,24 +95,8 @@ class Rows:
     def state_row(self, view: JobView) -> tuple[Any, ...]:
         """`view_row` without the payload (JOB_COLUMNS but "payload"): for a driver that keeps
         the payload in the job's enqueued event only."""
-        encode = self._encode
-        return (
-            view.id,
-            view.max_retries,
-            view.state.value,
-            view.attempts,
-            view.budget_used,
-            encode(view.last_error) if view.last_error is not None else None,
-            view.created_at_ms,
-            view.updated_at_ms,
-            view.next_attempt_at_ms,
-            view.version,
-            view.created_seq,
-            ready_at_ms(view),
-            view.priority,
-            view.timeout_ms,
-            _dumps(view.result) if view.result is not None else None,
-        )
+        row = self.view_row(view)
+        return (row[0], *row[2:])
 
     def views_from_rows(self, rows: Sequence[Sequence[Any]]) -> list[JobView]:
         return [self.view_from_row(r) for r in rows]

@@ -53,7 +53,7 @@ from domain.projection import JobView
 from domain.states import FINISHED_STATES, EventType, JobState
 from service.clock import now_ms
 from service.store.base import EventListener, JobPage, StoreStats
-from service.store.core import Batch, GroupCommit, Listeners
+from service.store.core import Batch, GroupCommit, GroupCommitWrites, Listeners
 from service.store.faults import StoreHealth, StoreUnavailable, is_unavailable
 from service.store.queries import Queries
 from service.store.rows import Rows, event_from_row, event_row
@@ -211,7 +211,7 @@ class _Tx:
         return last_seq, finished
 
 
-class SqliteStore:
+class SqliteStore(GroupCommitWrites):
     poll_interval_s: float | None = None
     #: concurrent writes share one commit, so a claim sent with an outcome costs no extra commit
     batches_commits = True
@@ -330,31 +330,6 @@ class SqliteStore:
             raise
 
     # -- writing -----------------------------------------------------------
-
-    def certainly_full(self, job_id: str, capacity: int) -> bool:
-        return False  # admission is decided in the commit, against the database's counts
-
-    async def enqueue(self, event: Event, *, capacity: int) -> tuple[JobView, bool]:
-        (outcome,) = await self.enqueue_many([event], capacity=capacity)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    async def enqueue_many(
-        self, events: Sequence[Event], *, capacity: int
-    ) -> list[tuple[JobView, bool] | BaseException]:
-        result: list[tuple[JobView, bool] | BaseException] = await self._commits.request(
-            "enqueue", events=events, capacity=capacity
-        )
-        return result
-
-    async def append(self, event: Event) -> JobView:
-        view: JobView = await self._commits.request("append", events=(event,))
-        return view
-
-    async def claim_ready(self, *, at_ms: int, limit: int = 1) -> list[JobView]:
-        claimed: list[JobView] = await self._commits.request("claim", at_ms=at_ms, limit=limit)
-        return claimed
 
     # -- reading -----------------------------------------------------------
 
