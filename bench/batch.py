@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import CLIENT_PIN, SERVER_PIN  # noqa: E402
-from bench.stores import PG_ADMIN_DSN, free_port, get_json, stop  # noqa: E402
+from bench.stores import PG_ADMIN_DSN, get_json, launch, stop  # noqa: E402
 from tests.support.postgres import create_database, drop_database, dsn_for  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -59,9 +59,8 @@ end
 
 
 def start_service(store: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
+    """kasp admitting only: one worker on an hour-long attempt, so no claim competes."""
+    settings = {
         "STORE": store,
         "WORKERS": "1",
         "WORK_MIN_MS": "3600000",
@@ -69,34 +68,8 @@ def start_service(store: str) -> tuple[subprocess.Popen[bytes], str]:
         "ERROR_RATE": "0",
         "QUEUE_SIZE": "10000000",
         "SHUTDOWN_TIMEOUT": "0.1",
-        "LOG_LEVEL": "WARNING",
     }
-    cmd = [
-        *SERVER_PIN,
-        sys.executable,
-        "-m",
-        "sanic",
-        "service.app:create_app",
-        "--factory",
-        "--single-process",
-    ]
-    proc = subprocess.Popen(
-        [*cmd, "-H", "127.0.0.1", "-p", str(port), "--no-motd"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            get_json(url + "/readyz")
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    stop(proc)
-    raise RuntimeError(f"kasp with STORE={store} did not become ready")
+    return launch(settings, root=ROOT, prefix=SERVER_PIN)
 
 
 def cpu_seconds(pid: int) -> float:

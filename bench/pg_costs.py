@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -43,7 +42,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stores import LUA, free_port, get_json, run_wrk, stop  # noqa: E402
+from bench.stores import LUA, get_json, launch, run_wrk, stop  # noqa: E402
 from tests.support.pg_cluster import ThrowawayCluster  # noqa: E402
 from tests.support.postgres import create_database, drop_database, dsn_for  # noqa: E402
 
@@ -136,49 +135,9 @@ async def wal_bytes(dsn: str, start_lsn: str, end_lsn: str) -> int:
 
 
 def start_kasp(root: Path, store: str, processes: int, workers: str) -> tuple[object, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "STORE": store,
-        "WORKERS": workers,
-        "QUEUE_SIZE": "10000000",
-        "WORK_MIN_MS": "0",
-        "WORK_MAX_MS": "0",
-        "ERROR_RATE": "0",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(root),
-    }
-    mode = ["--single-process"] if processes == 1 else ["--workers", str(processes)]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sanic",
-            "service.app:create_app",
-            "--factory",
-            *mode,
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--no-motd",
-        ],
-        env=env,
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            get_json(url + "/readyz")
-            time.sleep(1.0 if processes > 1 else 0.3)  # manager mode: let every worker come up
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    stop(proc)  # type: ignore[arg-type]
-    raise RuntimeError("kasp did not become ready")
+    """The checkout `root`'s kasp, no-op processor, every job admitted."""
+    no_op = {"WORK_MIN_MS": "0", "WORK_MAX_MS": "0", "ERROR_RATE": "0", "QUEUE_SIZE": "10000000"}
+    return launch({"STORE": store, "WORKERS": workers, **no_op}, processes=processes, root=root)
 
 
 async def measure(admin_dsn: str, root: Path, processes: int, workers: str, lua: Path, label: str) -> None:

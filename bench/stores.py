@@ -42,6 +42,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,24 +109,25 @@ def get_json(url: str) -> dict[str, object]:
         return data
 
 
-def start_service(store: str, processes: int, workers: str = WORKERS) -> tuple[subprocess.Popen[bytes], str]:
+def launch(
+    settings: dict[str, str],
+    *,
+    processes: int = 1,
+    root: Path = SERVICE_ROOT,
+    prefix: Sequence[str] = (),
+) -> tuple[subprocess.Popen[bytes], str]:
+    """kasp through the Sanic CLI (as SPEC runs it) from checkout `root`, with `settings` over
+    the environment, in `processes` processes (manager mode when more than one), behind `prefix`
+    (e.g. taskset); once /readyz answers: (the process, its URL). The one launcher of bench/'s
+    stores, batch and pg_costs benchmarks."""
     port = free_port()
-    env = {
-        **os.environ,
-        "STORE": store,
-        "WORKERS": workers,
-        "QUEUE_SIZE": "10000000",
-        "WORK_MIN_MS": "0",
-        "WORK_MAX_MS": "0",
-        "ERROR_RATE": "0",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(root), **settings}
     mode = ["--single-process"] if processes == 1 else ["--workers", str(processes)]
-    cmd = [sys.executable, "-m", "sanic", "service.app:create_app", "--factory", *mode]
+    cmd = [*prefix, sys.executable, "-m", "sanic", "service.app:create_app", "--factory", *mode]
     proc = subprocess.Popen(
         [*cmd, "-H", "127.0.0.1", "-p", str(port), "--no-motd"],
         env=env,
-        cwd=SERVICE_ROOT,
+        cwd=root,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -139,7 +141,13 @@ def start_service(store: str, processes: int, workers: str = WORKERS) -> tuple[s
         except OSError:
             time.sleep(0.1)
     stop(proc)
-    raise RuntimeError(f"kasp with STORE={store} did not become ready")
+    raise RuntimeError(f"kasp with STORE={settings.get('STORE')} did not become ready")
+
+
+def start_service(store: str, processes: int, workers: str = WORKERS) -> tuple[subprocess.Popen[bytes], str]:
+    """kasp with a no-op processor and room for every job: the end-to-end runs."""
+    no_op = {"WORK_MIN_MS": "0", "WORK_MAX_MS": "0", "ERROR_RATE": "0", "QUEUE_SIZE": "10000000"}
+    return launch({"STORE": store, "WORKERS": workers, **no_op}, processes=processes)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
