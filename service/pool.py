@@ -360,6 +360,11 @@ class WorkerPool:
         if self._missed_wake:  # something became ready while this worker was claiming
             self._missed_wake = False
             return
+        if self._stop.is_set():
+            # stop() woke the parked workers before this one came back from its claim: parked
+            # now, nobody would wake it, and the drain would wait SHUTDOWN_TIMEOUT and then
+            # STOP_RECORD_WAIT_S for it (seen: 15 s test-server stops on SQLite).
+            return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._idle.append(fut)

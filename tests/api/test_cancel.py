@@ -119,3 +119,22 @@ def test_with_two_instances_a_cancel_reaches_the_attempt_wherever_it_runs(
     assert time.monotonic() - began < CANCEL_WITHIN_S
     for job_id in ("x", "y"):
         assert _types(b, job_id) == ["enqueued", "started", "cancelled"]
+
+
+def test_a_stop_right_after_a_cancel_is_not_held_by_the_worker_it_freed(store_url: str) -> None:
+    """The worker whose attempt a cancel cut comes back from its next claim after the stop
+    began: it must leave, not park where nothing wakes it (the stop then took SHUTDOWN_TIMEOUT
+    plus STOP_RECORD_WAIT_S, 15 s here, on SQLite nearly every time)."""
+    from service.config import Config
+    from tests.support.server import FAST
+
+    config = {**FAST, "store": store_url, "processor": "tests.support.processors:scripted", "workers": 1}
+    server = RunningServer(Config(**config)).start()  # type: ignore[arg-type]
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.post("/enqueue", json={"id": "j", "payload": "forever"}).status_code == 202
+        wait_until(lambda: job_state(client, "j") == "running")
+        assert client.post("/jobs/j/cancel").status_code == 202
+    began = time.monotonic()
+    server.stop()
+    took = time.monotonic() - began
+    assert took < FAST["shutdown_timeout"], f"the stop took {took:.1f} s"  # type: ignore[operator]
