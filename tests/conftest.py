@@ -18,6 +18,14 @@ Sanic.test_mode = True  # several apps named "kasp" in one test process
 PG_ADMIN_DSN = os.environ.get("KASP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the test, so a fixture can tell a failed test from a passed one."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped afterwards."""

@@ -25,7 +25,7 @@ def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+def spawn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start kasp subprocesses; every one is killed at the end, whatever happened."""
     started: list[ServiceProcess] = []
 
@@ -37,6 +37,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     yield start
     for service in started:
         service.close()
+    report = getattr(request.node, "report_call", None)  # tests/conftest.py keeps it
+    if report is not None and report.failed:
+        # A failed crash or restart test is only diagnosable with what the service said.
+        for service in started:
+            print(f"--- {service.log_path.name} ---\n{service.log()}")
 
 
 def check_log_invariants(events: list[dict[str, Any]]) -> None:

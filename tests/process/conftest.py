@@ -19,14 +19,6 @@ DEFAULTS = {
 }
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    """Keep each phase's report on the test, so a fixture can tell a failed test from a passed one."""
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
-
-
 @pytest.fixture
 def start_service(
     request: pytest.FixtureRequest, tmp_path: Path, store_url: str
