@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import CLIENT_PIN, SERVER_PIN  # noqa: E402
-from bench.stores import PG_ADMIN_DSN, get_json, launch, stop  # noqa: E402
+from bench.stores import PG_ADMIN_DSN, batch_lua, get_json, launch, stop  # noqa: E402
 from tests.support.postgres import create_database, drop_database, dsn_for  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -41,21 +41,6 @@ BATCH_SIZE = int(os.environ.get("BENCH_BATCH_SIZE", "100"))
 TARGETS = {"memory": 50_000, "sqlite": 20_000, "postgresql": 20_000}  # issue 12, jobs/s
 STORES = os.environ.get("BENCH_BATCH_STORES", ",".join(TARGETS)).split(",")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-# One wrk thread (-t1): a per-thread counter makes ids unique within a run.
-LUA = """
-local counter = 0
-local payload = string.rep("p", 100)
-local headers = { ["Content-Type"] = "application/json" }
-request = function()
-  local jobs = {}
-  for i = 1, %d do
-    counter = counter + 1
-    jobs[i] = '{"id":"b' .. counter .. '","payload":"' .. payload .. '","max_retries":3}'
-  end
-  return wrk.format("POST", "/enqueue/batch", headers, '{"jobs":[' .. table.concat(jobs, ",") .. ']}')
-end
-"""
 
 
 def start_service(store: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -107,7 +92,7 @@ def main() -> None:
     rows: list[tuple[str, float, int, int, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         lua = Path(tmp) / "batch.lua"
-        lua.write_text(LUA % BATCH_SIZE)
+        lua.write_text(batch_lua(BATCH_SIZE, max_retries=3))
         if "memory" in STORES:
             rows.append(("memory", *measure("memory", lua)))
         if "sqlite" in STORES:

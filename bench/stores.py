@@ -71,20 +71,25 @@ request = function()
 end
 """
 
-# POST /enqueue/batch of 100 jobs with bench/batch.py's 100-byte payload.
+# POST /enqueue/batch of `size` jobs with 100-byte payloads; one wrk thread (-t1), so a
+# per-thread counter makes ids unique within a run. bench/batch.py's load too.
 BATCH_LUA = """
 local counter = 0
 local payload = string.rep("p", 100)
 local headers = { ["Content-Type"] = "application/json" }
 request = function()
   local jobs = {}
-  for i = 1, 100 do
+  for i = 1, %(size)d do
     counter = counter + 1
-    jobs[i] = '{"id":"b' .. counter .. '","payload":"' .. payload .. '","max_retries":0}'
+    jobs[i] = '{"id":"b' .. counter .. '","payload":"' .. payload .. '","max_retries":%(max_retries)d}'
   end
   return wrk.format("POST", "/enqueue/batch", headers, '{"jobs":[' .. table.concat(jobs, ",") .. ']}')
 end
 """
+
+
+def batch_lua(size: int, max_retries: int) -> str:
+    return BATCH_LUA % {"size": size, "max_retries": max_retries}
 
 
 @dataclass
@@ -281,8 +286,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lua = Path(tmp) / "enqueue.lua"
         lua.write_text(LUA)
-        batch_lua = Path(tmp) / "batch.lua"
-        batch_lua.write_text(BATCH_LUA)
+        batch_script = Path(tmp) / "batch.lua"
+        batch_script.write_text(batch_lua(100, max_retries=0))
         for processes in () if ONLY == "batch" else (1, 2):
             name = f"kasp_bench_{uuid.uuid4().hex[:8]}"
             asyncio.run(create_database(PG_ADMIN_DSN, name))
@@ -298,7 +303,7 @@ def main() -> None:
             name = f"kasp_bench_{uuid.uuid4().hex[:8]}"
             asyncio.run(create_database(PG_ADMIN_DSN, name))
             try:
-                batched.append(measure_batch(f"postgresql x{processes}", name, processes, batch_lua))
+                batched.append(measure_batch(f"postgresql x{processes}", name, processes, batch_script))
             finally:
                 asyncio.run(drop_database(PG_ADMIN_DSN, name))
 
