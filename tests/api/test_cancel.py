@@ -22,7 +22,8 @@ def _types(client: httpx.Client, job_id: str) -> list[str]:
 
 
 def test_queued_delayed_and_scheduled_jobs_are_cancelled_at_once(make_server: MakeServer) -> None:
-    _, client = make_server(workers=1, backoff_base_ms=60_000, backoff_max_ms=60_000)
+    hour_ms = 3_600_000  # full jitter: a delay short enough to end during the test is ~1 in 10^5
+    _, client = make_server(workers=1, backoff_base_ms=hour_ms, backoff_max_ms=hour_ms)
     post = client.post
     assert post("/enqueue", json={"id": "delayed", "payload": "fail", "max_retries": 1}).status_code == 202
     wait_until(lambda: client.get("/jobs/delayed").json()["next_attempt_at"] is not None)
