@@ -101,7 +101,7 @@ class PageCache:
         """The page's messages in sends of about CHUNK_BYTES, each with the last seq it carries:
         the ones another stream built already, then built here (and kept up to
         PAGE_KEPT_BYTES). What one stream holds beyond its socket buffer stays bounded
-        whatever the payloads: one send, and what the cache keeps for everyone."""
+        whatever the payloads: its page, one send, and what the cache keeps for everyone."""
         events = page.events
         index, at = 0, 0
         while at < len(events):
