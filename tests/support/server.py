@@ -100,15 +100,23 @@ class RunningServer:
         Sanic.unregister_app(self.app)
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.005) -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+def wait_until(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.005,
+    describe: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds,
+    saying what `describe` returns then (what was seen instead), if given."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+            seen = f"; {describe()}" if describe is not None else ""
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}{seen}")
         time.sleep(interval)
 
 
