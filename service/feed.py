@@ -6,7 +6,9 @@ that the store listener fires after commits. So an append costs the same with
 0 or 500 subscribers (one flag and at most one scheduled callback per loop
 iteration), a slow subscriber holds nothing but its cursor, and a store whose
 other instances' events are only visible by reading (`poll_interval_s`) works
-too: subscribers re-read on that interval. See docs/OBSERVABILITY.md.
+too: subscribers re-read on that interval. While a stream is open the listener
+also keeps the last committed events (one shared ring, service/recent_events.py),
+from which a read at the head is answered without the store. See docs/OBSERVABILITY.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import orjson
 
 from domain.events import Event
+from service.recent_events import RecentEvents
 from service.stream_pages import PageCache
 
 FORMAT_CACHE_BYTES = 4 * 1024 * 1024  # a guess: a few pages of recent messages, shared by all subscribers
@@ -57,13 +60,20 @@ class EventFeed:
         self._formatted_bytes = 0
         self._closed: asyncio.Future[None] = self._loop.create_future()  #: resolved by close()
         self.last_seq = 0  #: the last seq this instance committed (its listener's last event)
-        self.pages = PageCache(self.format)  #: store reads shared by streams at the same cursor
+        #: the last events committed here, while a stream is open (service/recent_events.py)
+        self.recent = RecentEvents()
+        self.pages = PageCache(self.format, self.recent)  #: reads shared by streams at the same cursor
         self._all_ended: asyncio.Future[None] | None = None  #: resolved when closing leaves no stream
 
     # -- the store listener: on the append path, so O(1) and allocation-free mostly
 
     def on_event(self, event: Event) -> None:
         self.last_seq = event.seq
+        if self.subscriptions:  # with no stream open nobody reads the head: keep nothing
+            if threading.get_ident() == self._thread_id:
+                self.recent.append(event)
+            else:  # a store that calls listeners from its own thread: the ring is the loop's
+                self._loop.call_soon_threadsafe(self.recent.append, event)
         if self._fire_scheduled or self._wake is None:
             return  # a wake-up is on its way, or no stream is waiting for one
         self._fire_scheduled = True
@@ -100,6 +110,8 @@ class EventFeed:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
+        if not self.subscriptions:
+            self.recent.clear()  # what it holds would only be read by a stream at the head
         ended = self._all_ended
         if not self.subscriptions and ended is not None and not ended.done():
             ended.set_result(None)

@@ -13,7 +13,9 @@ A page is what `store.read_events(after=cursor)` returned at the moment it was
 read. It stays a correct answer for that cursor afterwards: seqs only grow, and
 a reader that pages with after= never misses an event, so a later read can
 only return more events, never different ones. A stream that gets a page
-shorter than what the store now holds reads again from the page's end.
+shorter than what the store now holds reads again from the page's end. A cursor
+the feed's recent events cover gets its page from them instead of the store
+(service/recent_events.py says when that is the store's answer).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 
 from domain.events import Event
+from service.recent_events import RecentEvents
 from service.store.base import EventStore
 
 PAGE_EVENTS = 200  # events per read (~50 KB of messages with small payloads)
@@ -58,8 +61,11 @@ class Page:
 class PageCache:
     """The pages recent reads returned, by cursor; a read in progress is shared too."""
 
-    def __init__(self, message: Callable[[Event], bytes]) -> None:
+    def __init__(self, message: Callable[[Event], bytes], recent: RecentEvents) -> None:
         self._message = message
+        self._recent = recent
+        #: pages built from the feed's recent events, and pages read from the store
+        self.recent_reads = self.store_reads = 0
         #: by cursor, oldest first; a future not done yet is a read in progress
         self._pages: dict[int, asyncio.Future[Page]] = {}
 
@@ -81,6 +87,13 @@ class PageCache:
         self._pages[after] = shared
         while len(self._pages) > CACHED_PAGES:
             del self._pages[next(iter(self._pages))]
+        recent = self._recent.after(after, PAGE_EVENTS)
+        if recent is not None:  # the head: the events the listener was handed (service/recent_events.py)
+            self.recent_reads += 1
+            page = Page(after, recent)
+            shared.set_result(page)
+            return page
+        self.store_reads += 1
         try:
             events = await store.read_events(after=after, limit=PAGE_EVENTS, job_id=None, type=None)
             page = Page(after, events)
