@@ -6,7 +6,9 @@ that the store listener fires after commits. So an append costs the same with
 0 or 500 subscribers (one flag and at most one scheduled callback per loop
 iteration), a slow subscriber holds nothing but its cursor, and a store whose
 other instances' events are only visible by reading (`poll_interval_s`) works
-too: subscribers re-read on that interval. See docs/OBSERVABILITY.md.
+too: subscribers re-read on that interval. While a stream is open the listener
+also keeps the last committed events (one shared ring, service/recent_events.py),
+from which a read at the head is answered without the store. See docs/OBSERVABILITY.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from domain.events import Event
+from domain.events import Event, format_ts
+from domain.states import EventType, JobState
+from service.recent_events import RecentEvents
 from service.stream_pages import PageCache
 
 FORMAT_CACHE_BYTES = 4 * 1024 * 1024  # a guess: a few pages of recent messages, shared by all subscribers
@@ -57,13 +61,20 @@ class EventFeed:
         self._formatted_bytes = 0
         self._closed: asyncio.Future[None] = self._loop.create_future()  #: resolved by close()
         self.last_seq = 0  #: the last seq this instance committed (its listener's last event)
-        self.pages = PageCache(self.format)  #: store reads shared by streams at the same cursor
+        #: the last events committed here, while a stream is open (service/recent_events.py)
+        self.recent = RecentEvents()
+        self.pages = PageCache(self.format, self.recent)  #: reads shared by streams at the same cursor
         self._all_ended: asyncio.Future[None] | None = None  #: resolved when closing leaves no stream
 
     # -- the store listener: on the append path, so O(1) and allocation-free mostly
 
     def on_event(self, event: Event) -> None:
         self.last_seq = event.seq
+        if self.subscriptions:  # with no stream open nobody reads the head: keep nothing
+            if threading.get_ident() == self._thread_id:
+                self.recent.append(event)
+            else:  # a store that calls listeners from its own thread: the ring is the loop's
+                self._loop.call_soon_threadsafe(self.recent.append, event)
         if self._fire_scheduled or self._wake is None:
             return  # a wake-up is on its way, or no stream is waiting for one
         self._fire_scheduled = True
@@ -100,6 +111,8 @@ class EventFeed:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
+        if not self.subscriptions:
+            self.recent.clear()  # what it holds would only be read by a stream at the head
         ended = self._all_ended
         if not self.subscriptions and ended is not None and not ended.done():
             ended.set_result(None)
@@ -154,6 +167,68 @@ class EventFeed:
 
 def sse_message(event: Event) -> bytes:
     """`id:`, `event:` and `data:` (the event's JSON, compact, UTF-8) of one event's message.
+
+    The bytes are those of `_message_from_dict`: `Event.to_dict` as orjson writes it. Built
+    from pieces instead, orjson only for the parts that may need escapes (the job id, the
+    data), the fixed parts (type, states, small ints) made once per value and a time's text
+    once per millisecond: ~8,000 instructions against ~14,500 a message (callgrind), once per
+    event for every stream (docs/PERFORMANCE.md, Dashboards).
+    tests/service/test_sse_message.py holds it to `_message_from_dict` and to `json.dumps`.
+    What orjson refuses goes the way of `_message_from_dict`."""
+    try:
+        data = event.data
+        from_state = event.from_state
+        attempt = event.attempt
+        seq = b"%d" % event.seq
+        head, tail = _TYPE_PARTS[event.type._value_]
+        return b"".join(
+            (
+                b"id: ",
+                seq,
+                head,
+                seq,
+                tail,
+                orjson.dumps(event.job_id),
+                b',"at":"',
+                _at_text(event.at_ms),
+                b'","from":',
+                b"null" if from_state is None else _STATE_JSON[from_state._value_],
+                b',"to":',
+                _STATE_JSON[event.to_state._value_],
+                b',"attempt":',
+                b"null" if attempt is None else _SMALL_INTS[attempt] if attempt < 100 else b"%d" % attempt,
+                b',"data":',
+                orjson.dumps(data) if data else b"{}",
+                b"}\n\n",
+            )
+        )
+    except orjson.JSONEncodeError:
+        return _message_from_dict(event)
+
+
+#: by type: what comes between the `id:` seq and the JSON's seq, and after that up to the job id
+_TYPE_PARTS = {
+    t._value_: (b'\nevent: %b\ndata: {"seq":' % name, b',"type":"%b","job_id":' % name)
+    for t in EventType
+    for name in (t._value_.encode(),)
+}
+_STATE_JSON = {s._value_: orjson.dumps(s._value_) for s in JobState}
+_SMALL_INTS = tuple(b"%d" % n for n in range(100))
+_AT_CACHE: dict[int, bytes] = {}
+AT_CACHE_SIZE = 4096  # milliseconds of text (~150 KB); the events of a busy millisecond share one
+
+
+def _at_text(at_ms: int) -> bytes:
+    text = _AT_CACHE.get(at_ms)
+    if text is None:
+        if len(_AT_CACHE) >= AT_CACHE_SIZE:
+            _AT_CACHE.clear()
+        text = _AT_CACHE[at_ms] = format_ts(at_ms).encode()
+    return text
+
+
+def _message_from_dict(event: Event) -> bytes:
+    """The message from `Event.to_dict`: the definition `sse_message` is held to.
 
     orjson: the stdlib's `json.dumps` was ~9 µs of the ~15 µs an event's message cost, orjson
     under 1 µs (docs/PERFORMANCE.md, Dashboards). The same compact JSON, key order kept; only a

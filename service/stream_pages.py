@@ -13,7 +13,9 @@ A page is what `store.read_events(after=cursor)` returned at the moment it was
 read. It stays a correct answer for that cursor afterwards: seqs only grow, and
 a reader that pages with after= never misses an event, so a later read can
 only return more events, never different ones. A stream that gets a page
-shorter than what the store now holds reads again from the page's end.
+shorter than what the store now holds reads again from the page's end. A cursor
+the feed's recent events cover gets its page from them instead of the store
+(service/recent_events.py says when that is the store's answer).
 """
 
 from __future__ import annotations
@@ -22,29 +24,39 @@ import asyncio
 from collections.abc import Callable, Iterator
 
 from domain.events import Event
+from service.recent_events import RecentEvents
 from service.store.base import EventStore
 
-PAGE_EVENTS = 200  # events per read (~50 KB of messages with small payloads)
-# A send carries at most this, or one message if that alone is larger: Sanic's write-buffer mark.
-CHUNK_BYTES = 64 * 1024
-# Pages kept for streams that come to the same cursor: the last few batches' worth. A guess;
-# streams that fall further behind read the store themselves, as every stream did before.
-CACHED_PAGES = 16
-# The sends a page keeps for the streams after the first: a second of a busy log (~300 events
-# of ~270 B in bench/dashboards.py) and room to spare. A page whose sends do not fit leaves the
-# cache: so it holds at most 4 MiB of sends (as much as the feed's message cache) and the events
-# behind them, and a page of large payloads is never kept.
-PAGE_KEPT_BYTES = 4 * CHUNK_BYTES
+PAGE_EVENTS = 200  # events per store read (~50 KB of messages with small payloads)
+# Events per page from the feed's recent events (service/recent_events.py), which bounds what
+# they keep alive itself: 4 times fewer pages and sends for a stream going through a backlog.
+# py-spy, 10 overviews behind a saturated engine (bench/dashboards.py): the sends went from
+# 6-8.6% of the server's samples to 3-3.7%, the streams from ~21% to ~16.5%.
+RECENT_PAGE_EVENTS = 800
+# A send carries at most this, or one message if that alone is larger. Sanic's send waits
+# for its transport's buffer to drain below 64 KiB, so a subscriber that does not read holds
+# one such send in the buffer and one in flight; 256 KiB for the same reason as above
+# (~800 small messages: one send a page). It was 64 KiB, Sanic's write-buffer mark.
+CHUNK_BYTES = 256 * 1024
+# Pages kept for streams that come to the same cursor: the last few batches' worth (it was 16
+# pages of 200 events). A guess; streams that fall further behind read for themselves.
+CACHED_PAGES = 8
+# The sends a page keeps for the streams after the first: a page from the recent events (~800
+# events of ~200-270 B in bench/dashboards.py) and room to spare. A page whose sends do not fit
+# leaves the cache: so it holds at most 4 MiB of sends (as much as the feed's message cache)
+# and the events behind them, and a page of large payloads is never kept.
+PAGE_KEPT_BYTES = 2 * CHUNK_BYTES
 
 
 class Page:
     """One store read: its events, and the first sends built from them (up to PAGE_KEPT_BYTES)."""
 
-    __slots__ = ("after", "events", "kept_bytes", "sends")
+    __slots__ = ("after", "events", "kept_bytes", "limit", "sends")
 
-    def __init__(self, after: int, events: list[Event]) -> None:
+    def __init__(self, after: int, events: list[Event], limit: int = PAGE_EVENTS) -> None:
         self.after = after
         self.events = events
+        self.limit = limit  #: what the read asked for at most
         #: (first event index, end index, bytes, last seq carried), contiguous from index 0
         self.sends: list[tuple[int, int, bytes, int]] = []
         self.kept_bytes = 0
@@ -52,14 +64,17 @@ class Page:
     @property
     def full(self) -> bool:
         """True when the read may have stopped at its limit rather than at the end of the log."""
-        return len(self.events) >= PAGE_EVENTS
+        return len(self.events) >= self.limit
 
 
 class PageCache:
     """The pages recent reads returned, by cursor; a read in progress is shared too."""
 
-    def __init__(self, message: Callable[[Event], bytes]) -> None:
+    def __init__(self, message: Callable[[Event], bytes], recent: RecentEvents) -> None:
         self._message = message
+        self._recent = recent
+        #: pages built from the feed's recent events, and pages read from the store
+        self.recent_reads = self.store_reads = 0
         #: by cursor, oldest first; a future not done yet is a read in progress
         self._pages: dict[int, asyncio.Future[Page]] = {}
 
@@ -81,6 +96,13 @@ class PageCache:
         self._pages[after] = shared
         while len(self._pages) > CACHED_PAGES:
             del self._pages[next(iter(self._pages))]
+        recent = self._recent.after(after, RECENT_PAGE_EVENTS)
+        if recent is not None:  # the head: the events the listener was handed (service/recent_events.py)
+            self.recent_reads += 1
+            page = Page(after, recent, RECENT_PAGE_EVENTS)
+            shared.set_result(page)
+            return page
+        self.store_reads += 1
         try:
             events = await store.read_events(after=after, limit=PAGE_EVENTS, job_id=None, type=None)
             page = Page(after, events)

@@ -1,8 +1,9 @@
 """GET /events/stream: the event log as Server-Sent Events, live and resumable.
 
 One message per event (`id: <seq>`, `event: <type>`, `data: <event JSON>`).
-Each stream pages through the store from its own cursor and sleeps on the
-feed's wake-up (service/feed.py), so it never slows an append or another
+Each stream pages through the store from its own cursor (at the head, through
+the events the feed's listener holds: service/recent_events.py) and sleeps on
+the feed's wake-up (service/feed.py), so it never slows an append or another
 stream. Besides events it sends: a `: keepalive` comment after
 STREAM_HEARTBEAT seconds of silence; `event: gap` when events it would have
 sent are no longer retained; and a last message before it ends:

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.durable.conftest import check_log_invariants
+from tests.observe.sse import Subscriber
 from tests.support.recording import read_records
 from tests.support.service_process import ServiceProcess, all_events, iter_events, wait_quietly
 
@@ -109,3 +110,24 @@ def test_a_reader_paging_events_sees_every_seq_once_while_two_instances_append(
     last_seq = b.client.get("/stats").json()["events"]["last_seq"]
     assert seen == list(range(1, last_seq + 1)), "every seq exactly once, in order"
     assert sum(1 for _ in iter_events(a.client)) == last_seq
+
+
+def test_a_stream_on_one_instance_gets_the_other_instances_events_in_seq_order(
+    fresh_pg: str, spawn: Callable[..., ServiceProcess]
+) -> None:
+    # Instance a's stream reads the head from the events a committed (service/recent_events.py);
+    # b's events are never among them, and the holes they leave must send a's stream to the
+    # store: every seq of both, once, in order, with the store's content.
+    env = {"STORE": fresh_pg, "WORKERS": "4", "PROCESSOR": "tests.support.processors:scripted"}
+    a, b = spawn(**env), spawn(**env)
+    jobs = 400
+    last_seq = 3 * jobs  # enqueued, started, succeeded
+    sub = Subscriber(f"{a.url}/events/stream", until_id=last_seq).start()
+    assert sub.opened.wait(10)
+    enqueue_all([a, b], [f"s-{i}" for i in range(jobs)], payload="ok")
+    assert sub.done.wait(60), f"last seq {a.client.get('/stats').json()['events']['last_seq']}"
+    assert sub.error is None and not sub.ended
+    assert sub.seqs() == list(range(1, last_seq + 1)), "every seq exactly once, in order"
+    log = all_events(b.client)
+    assert [m.json() for m in sub.events()] == log
+    assert {e["job_id"] for e in log if e["type"] == "enqueued"} == {f"s-{i}" for i in range(jobs)}

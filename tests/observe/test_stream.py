@@ -251,3 +251,40 @@ def test_a_client_that_disconnects_is_unsubscribed(make_server: MakeServer) -> N
     wait_until(lambda: "kasp_streams 0.0" in client.get("/metrics").text)
     assert parts_of(server.app).feed.subscriptions == set()
     assert parts_of(server.app).feed.dropped == {}
+
+
+#: Payloads that make every kind of event (retries, results, an error text with a lone
+#: surrogate) and data that JSON writes with escapes: non-ASCII, U+2028, NUL, an emoji; with
+#: the events each job has at `max_retries` 1.
+ODD_PAYLOADS = {
+    "ok": 3,
+    "result": 3,
+    "fail,result": 5,  # enqueued, started, retry_scheduled, started, succeeded
+    "raise=surrogate": 5,  # ... and failed
+    'é ✓ \u2028 line\u2029 nul\u0000 \U0001f600 "quoted" \\ back': 3,
+    "tab\there": 3,
+}
+
+
+def test_a_stream_at_the_head_is_served_from_the_recent_events_exactly_as_the_store_answers(
+    make_server: MakeServer,
+) -> None:
+    # The stream opens before the first event, so it reads the head: from the events the feed's
+    # listener holds (service/recent_events.py), not the store. What it gets must be what the
+    # store answers GET /events with, on every store.
+    server, client = make_server()
+    pages = parts_of(server.app).feed.pages
+    payloads = [list(ODD_PAYLOADS)[i % len(ODD_PAYLOADS)] for i in range(60)]
+    last_seq = sum(ODD_PAYLOADS[p] for p in payloads)
+    sub = Subscriber(f"{server.url}/events/stream", until_id=last_seq).start()
+    assert sub.opened.wait(10)
+    for i, payload in enumerate(payloads):
+        response = client.post("/enqueue", json={"id": f"head-{i}", "payload": payload, "max_retries": 1})
+        assert response.status_code == 202, response.text
+    assert sub.done.wait(20), f"last seq {client.get('/stats').json()['events']['last_seq']}"
+    assert sub.error is None and not sub.ended
+    log = all_events(client)
+    assert len(log) == last_seq
+    assert [m.json() for m in sub.events()] == log
+    assert [m.event for m in sub.events()] == [e["type"] for e in log]
+    assert pages.recent_reads > 0, "the stream at the head read the recent events"
