@@ -102,7 +102,6 @@ def control(*args: str) -> None:
     done = subprocess.run(["callgrind_control", *args], capture_output=True, text=True)
     if done.returncode or "OK" not in done.stdout:
         raise RuntimeError(f"callgrind_control {args}: {done.stdout}{done.stderr}")
-    print("callgrind_control", *args, "->", done.stdout.strip().replace("\n", " | "), done.stderr.strip())
 
 
 def main() -> None:
