@@ -4,7 +4,7 @@ HTTPResponse with the same header sanitising, done without `str.translate`.
 Why: Sanic strips CR, LF and NUL from every header name and value it sends with
 `value.translate(HEADER_TRANSLATION_TABLE)`, and for a table of deletions that is a dict
 lookup, with a KeyError raised and cleared inside CPython, for every character of every
-header: 44,200 of the 359,000 instructions of a POST /enqueue 202 (12%; `callgrind`,
+header: 44,200 of the 331,400 instructions of a POST /enqueue 202 (13%; `callgrind`,
 bench/callgrind_enqueue.py, docs/PERFORMANCE.md "The remaining gap, line by line"). Three
 `in` tests (memchr) find that a header holds none of them; only one that does is translated,
 so what is sent is exactly what Sanic sends."""
