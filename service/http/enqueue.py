@@ -15,6 +15,7 @@ from service.clock import now_ms
 from service.engine import Draining, JobRequest
 from service.http.errors import JSON, InvalidRequest, PayloadTooLarge, render_constant
 from service.http.json_body import check_text, decode_body
+from service.http.response import Answer
 from service.parts import Parts, parts_of
 
 bp = Blueprint("enqueue")
@@ -74,8 +75,8 @@ async def enqueue(request: Request) -> HTTPResponse:
     # was ~5% of a POST /enqueue in the profile (docs/PERFORMANCE.md, Issue 12).
     body = b'{"status":"%b","id":"%b"}' % (_STATE_BYTES[view.state], view.id.encode())
     if created:
-        return HTTPResponse(body, status=202, headers={"Location": "/jobs/" + view.id}, content_type=JSON)
-    return HTTPResponse(body, status=200, content_type=JSON)
+        return Answer(body, status=202, headers={"Location": "/jobs/" + view.id}, content_type=JSON)
+    return Answer(body, status=200, content_type=JSON)
 
 
 def parse_job(doc: dict[str, Any], *, now_ms: int, escaped: bool = True) -> JobRequest:

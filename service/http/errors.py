@@ -15,6 +15,7 @@ from sanic.handlers import ErrorHandler
 from domain.errors import InvalidTransition, JobConflict, QueueFull, UnknownJob, VersionConflict
 from service.engine import Draining
 from service.http.access import CrossSite, NotJson, NotPermitted, Unauthenticated
+from service.http.response import Answer
 from service.store.faults import RETRY_AFTER_S as RETRY_AFTER_STORE_S
 from service.store.faults import StoreUnavailable
 
@@ -122,7 +123,7 @@ def render_constant(exc: BaseException) -> HTTPResponse:
         if len(_encoded) < CONSTANT_ANSWERS:
             _encoded[key] = entry
     status, body, headers = entry
-    return HTTPResponse(body, status=status, headers=headers, content_type=JSON)
+    return Answer(body, status=status, headers=headers, content_type=JSON)
 
 
 class KaspErrorHandler(ErrorHandler):

@@ -68,6 +68,12 @@ class HeaderFieldsTooLarge(SanicException):
     quiet = True
 
 
+#: Sanic's own methods, called by name from the overrides below rather than through super():
+#: a super object per request each (~0.1 µs).
+_sanic_init_for_request = Http.init_for_request
+_sanic_data_received = HttpProtocol.data_received
+
+
 class KaspHttp(Http):
     """Sanic's HTTP/1.1 cycle, telling the protocol when it waits for a request head, and
     answering 414/431 for a head too large.
@@ -82,7 +88,7 @@ class KaspHttp(Http):
     protocol: KaspProtocol
 
     def init_for_request(self) -> None:
-        super().init_for_request()  # type: ignore[no-untyped-call]  # Sanic leaves it untyped
+        _sanic_init_for_request(self)  # type: ignore[no-untyped-call]  # Sanic leaves it untyped
         self.protocol.await_head()
 
     async def error_response(self, exception: Exception) -> None:
@@ -132,7 +138,7 @@ class KaspProtocol(HttpProtocol):
         if self._admitted:
             if self._awaiting:
                 self.head_begins()
-            super().data_received(data)
+            _sanic_data_received(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._admitted:
